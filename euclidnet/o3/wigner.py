@@ -84,8 +84,11 @@ def so3_generators(l: int, dtype: torch.dtype | None = None, device=None) -> tor
 
 @functools.cache
 def _quarter_turn_f64(l: int) -> torch.Tensor:
-    # D(P), P = Z(-pi/2), which maps e_y to e_x. matrix_exp in float64 is accurate to ~1e-15 here.
-    return torch.linalg.matrix_exp(-math.pi / 2 * _so3_generators_f64(l)[2])
+    # D(P), P = Z(-pi/2), which maps e_y to e_x. matrix_exp in float64 is accurate to ~1e-15; the polar
+    # projection U V^T then makes it orthogonal to round-off, so D(identity) = P P^T is I to ~1e-16.
+    P = torch.linalg.matrix_exp(-math.pi / 2 * _so3_generators_f64(l)[2])
+    U, _, Vh = torch.linalg.svd(P)
+    return U @ Vh
 
 
 _QUARTER_CACHE: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
