@@ -7,11 +7,13 @@ import sys
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    if args.name in (None, "selfcheck"):
-        from .selfcheck import run_selfcheck
+    from .demos import available_demos, run_demo
 
-        return 0 if run_selfcheck(lmax=args.lmax) else 1
-    raise SystemExit(f"unknown demo {args.name!r}; available: selfcheck")
+    if args.list:
+        for name, desc in sorted(available_demos().items()):
+            print(f"{name:<12} {desc}")
+        return 0
+    return run_demo(args.name or "selfcheck", args.demo_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="euclidnet", description="E(3)-equivariant neural networks: demos, training and evaluation."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run a demo (default: the O(3) core self-check)")
-    demo.add_argument("name", nargs="?", choices=["selfcheck"], help="which demo (default: selfcheck)")
-    demo.add_argument("--lmax", type=int, default=12, help="largest degree checked by the self-check")
+    demo = sub.add_parser(
+        "demo",
+        help="run a demo (`euclidnet demo --list` lists them)",
+        description="Run a demo by name; arguments after the name go to the demo (try `euclidnet demo NAME -h`).",
+    )
+    demo.add_argument("name", nargs="?", help="which demo (default: selfcheck)")
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")
+    demo.add_argument("--list", action="store_true", help="list the available demos")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

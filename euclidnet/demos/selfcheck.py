@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from .o3 import Irreps, matrix_to_angles, rand_matrix, spherical_harmonics, wigner_3j, wigner_D
+from ..o3 import Irreps, matrix_to_angles, rand_matrix, spherical_harmonics, wigner_3j, wigner_D
 
 
 def _checks(lmax: int, gen: torch.Generator) -> list[tuple[str, str, Callable[[], float]]]:
@@ -90,3 +90,15 @@ def run_selfcheck(lmax: int = 12, seed: int = 0, tolerance: float = 1e-10) -> bo
     for name, scope, err, dt, res in rows:
         print(f"| {name:<{w}} | {scope:<{ws}} | {err:13.2e} | {dt:8.2f} | {res:<6} |")
     return ok
+
+
+DESCRIPTION = "numerical self-check of the O(3) core (identities in float64, printed as a table)"
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="euclidnet demo selfcheck", description=DESCRIPTION)
+    p.add_argument("--lmax", type=int, default=12, help="largest degree checked")
+    args = p.parse_args(argv)
+    return 0 if run_selfcheck(lmax=args.lmax) else 1
