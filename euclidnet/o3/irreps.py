@@ -12,6 +12,7 @@ copies of an irrep of dimension ``2l + 1`` is stored mul-major, i.e. as a flatte
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Union
@@ -266,12 +267,13 @@ class Irreps(tuple):
 
     # -- properties ----------------------------------------------------------------------------------
 
-    @property
+    # Irreps is immutable, so derived quantities are computed once per object (hot in layers' forward).
+    @functools.cached_property
     def dim(self) -> int:
         """Total dimension ``sum mul * (2l + 1)``."""
         return sum(mul * ir.dim for mul, ir in self)
 
-    @property
+    @functools.cached_property
     def num_irreps(self) -> int:
         """Total number of irreps ``sum mul``."""
         return sum(mul for mul, _ in self)
@@ -290,12 +292,16 @@ class Irreps(tuple):
 
     def slices(self) -> list[slice]:
         """The slice of each block in a feature vector."""
+        return list(self._slices)
+
+    @functools.cached_property
+    def _slices(self) -> tuple[slice, ...]:
         out = []
         start = 0
         for mul, ir in self:
             out.append(slice(start, start + mul * ir.dim))
             start += mul * ir.dim
-        return out
+        return tuple(out)
 
     def count(self, ir: Irrep | str) -> int:  # type: ignore[override]
         """Total multiplicity of ``ir``."""
