@@ -1,0 +1,96 @@
+"""Beyond SO(3): finite and continuous groups, their representations, constraint-solved equivariant layers
+(EMLP-style), finite-group convolutions (G-CNNs) and the Clebsch-Gordan network. See ``docs/groups.md``."""
+
+from .base import Group
+from .cgnet import CGNet, cg_product, sh_projection
+from .constraints import basis_size, constraint_matrix, equivariant_basis, nullspace_dense, nullspace_iterative
+from .continuous import O2, O3, SO2, SO3
+from .emlp import EMLP, EquivariantLinear, GatedNonlinearity, gated_rep
+from .finite import (
+    FiniteGroup,
+    cyclic,
+    dihedral,
+    p4m_point_group,
+    point_group,
+    point_group_order,
+    rotation_matrix,
+    symmetric,
+)
+from .gconv import (
+    P4M_ELEMENTS,
+    FiniteGroupAction,
+    GroupConv,
+    LiftingConv,
+    P4MGroupConv,
+    P4MLifting,
+    group_pool,
+    p4m_cayley,
+    p4m_transform_features,
+    p4m_transform_image,
+)
+from .product import ProductGroup
+from .reps import (
+    CircularRep,
+    DualRep,
+    FactorRep,
+    IrrepsRep,
+    MatrixRep,
+    Regular,
+    Rep,
+    Standard,
+    SumRep,
+    TensorRep,
+    Trivial,
+    check_homomorphism,
+)
+
+__all__ = [
+    "Group",
+    "FiniteGroup",
+    "cyclic",
+    "dihedral",
+    "symmetric",
+    "p4m_point_group",
+    "point_group",
+    "point_group_order",
+    "rotation_matrix",
+    "SO2",
+    "O2",
+    "SO3",
+    "O3",
+    "ProductGroup",
+    "Rep",
+    "Standard",
+    "Trivial",
+    "Regular",
+    "SumRep",
+    "TensorRep",
+    "DualRep",
+    "IrrepsRep",
+    "CircularRep",
+    "FactorRep",
+    "MatrixRep",
+    "check_homomorphism",
+    "equivariant_basis",
+    "constraint_matrix",
+    "nullspace_dense",
+    "nullspace_iterative",
+    "basis_size",
+    "EquivariantLinear",
+    "GatedNonlinearity",
+    "EMLP",
+    "gated_rep",
+    "FiniteGroupAction",
+    "LiftingConv",
+    "GroupConv",
+    "group_pool",
+    "P4M_ELEMENTS",
+    "p4m_cayley",
+    "p4m_transform_image",
+    "p4m_transform_features",
+    "P4MLifting",
+    "P4MGroupConv",
+    "CGNet",
+    "cg_product",
+    "sh_projection",
+]
