@@ -17,10 +17,14 @@ Normalisations: ``"component"`` gives :math:`\|Y_l(\hat x)\|^2 = 2l+1` (each com
 square over the sphere); ``"norm"`` gives :math:`\|Y_l(\hat x)\|^2 = 1`; ``"integral"`` gives
 :math:`\int_{S^2} Y_l^m Y_{l'}^{m'} = \delta_{ll'}\delta_{mm'}`.
 
-Computation: the Legendre part follows the standard stable three-term recursion in ``l`` (vectorised over
-``m``), the azimuthal part is a running complex power; both are evaluated for the whole batch at once, never
-per sample. With ``normalize=False`` the same recursion runs homogeneously, returning the solid harmonics
-:math:`|x|^l Y_l(\hat x)`.
+Computation: the Legendre part follows the standard stable three-term recursion in ``l`` (for every ``m``),
+the azimuthal part is a running complex power of ``z + ix``. On CPU (float32/float64) a small C kernel
+(:mod:`euclidnet.kernels`, compiled at first use) evaluates all degrees of a block of points at once and
+computes the gradient analytically (derivatives of the same recursion, then the chain rule through
+``x / |x|``); second derivatives differentiate the pure-torch path, which is also used on other devices, when
+no C compiler is available, under ``torch.compile``/``torch.func`` and with ``EUCLIDNET_DISABLE_KERNELS=1``.
+Both paths agree to round-off. With ``normalize=False`` the recursion runs homogeneously, returning the
+solid harmonics :math:`|x|^l Y_l(\hat x)`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .. import kernels as _kernels
 from .irreps import Irreps
 
 __all__ = ["spherical_harmonics", "SphericalHarmonics"]
@@ -39,25 +44,43 @@ _NORMALIZATIONS = ("component", "norm", "integral")
 
 
 @functools.cache
-def _tables(lmax: int) -> dict[str, torch.Tensor]:
-    """Recursion coefficients (float64) for degrees up to ``lmax``."""
+def _tables(lmax: int) -> dict[str, object]:
+    """Recursion coefficients for degrees up to ``lmax`` (float64; the C kernel uses the same arithmetic)."""
     a = {}
     b = {}
     for l in range(2, lmax + 1):
         ms = range(0, l - 1)
-        a[l] = torch.tensor([math.sqrt((2 * l - 1) * (2 * l + 1) / ((l - m) * (l + m))) for m in ms])
+        a[l] = torch.tensor(
+            [math.sqrt((2 * l - 1) * (2 * l + 1) / ((l - m) * (l + m))) for m in ms], dtype=torch.float64
+        )[:, None]
         b[l] = torch.tensor(
             [
                 math.sqrt((2 * l + 1) * (l + m - 1) * (l - m - 1) / ((l - m) * (l + m) * (2 * l - 3)))
                 for m in ms
-            ]
-        )
-    # Sectoral seeds: P_m^m = diag[m], P_{m+1}^m = sub[m] * y * P_m^m.
+            ],
+            dtype=torch.float64,
+        )[:, None]
+    # Sectoral seeds: P_m^m = diag[m], P_{m+1}^m = sub[m] * diag[m] * y.
     diag = [1.0]
     for m in range(1, lmax + 1):
         diag.append(diag[-1] * math.sqrt((2 * m + 1) / (2 * m)) * (math.sqrt(2) if m == 1 else 1.0))
-    sub = [math.sqrt(2 * m + 3) for m in range(lmax + 1)]
-    return {"a": a, "b": b, "diag": diag, "sub": sub}  # type: ignore[dict-item]
+    sd = [math.sqrt(2 * m + 3) * diag[m] for m in range(lmax + 1)]
+    return {"a": a, "b": b, "diag": diag, "sd": sd}
+
+
+@functools.cache
+def _assembly_index(ls: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices into the stacked Legendre parts ``P`` and azimuthal factors ``A`` for the output rows.
+
+    ``P`` rows are ordered ``(l, m)`` with ``l = 0..lmax``, ``m = 0..l``; ``A`` rows are
+    ``[1, C_1, S_1, ..., C_lmax, S_lmax]`` with ``C_m + i S_m = (z + ix)^m``.
+    """
+    ip, ia = [], []
+    for l in ls:
+        for m in range(-l, l + 1):
+            ip.append(l * (l + 1) // 2 + abs(m))
+            ia.append(0 if m == 0 else (2 * m - 1 if m > 0 else 2 * (-m)))
+    return torch.tensor(ip), torch.tensor(ia)
 
 
 def _parse_ls(ls: int | Sequence[int] | str | Irreps) -> list[int]:
@@ -90,57 +113,98 @@ def _parse_ls(ls: int | Sequence[int] | str | Irreps) -> list[int]:
         raise TypeError(f"spherical_harmonics: cannot read degrees from {ls!r}") from None
 
 
-def _legendre_and_azimuth(
-    u: torch.Tensor, lmax: int, r2: torch.Tensor | None
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Component-major pieces for ``u`` ``[3, N]``.
+def _scales(ls: list[int], normalization: str) -> list[float]:
+    if normalization == "component":
+        return [1.0] * len(ls)
+    if normalization == "norm":
+        return [1.0 / math.sqrt(2 * l + 1) for l in ls]
+    return [1.0 / math.sqrt(4 * math.pi)] * len(ls)
 
-    Returns ``P`` (``P[l]`` is ``[l+1, N]``: the normalised Legendre parts for m = 0..l), and the azimuthal
-    tables ``C``, ``S`` ``[lmax+1, N]`` with ``C[m] + i S[m] = (z + i x)^m``. ``r2`` (``|x|^2``) makes the
-    recursion homogeneous; ``None`` means unit vectors.
+
+def _sh_torch(x: torch.Tensor, ls: list[int], scales: list[float], normalize: bool) -> torch.Tensor:
+    """Pure-torch harmonics of ``x`` ``[N, 3]`` -> ``[N, sum(2l+1)]`` (differentiable to any order).
+
+    Computed component-major (``[rows, N]``, so every op is over contiguous rows of points) and transposed
+    once at the end.
     """
-    x, y, z = u[0], u[1], u[2]
-    N = u.shape[1]
+    lmax = max(ls)
+    if normalize:
+        # Same limit at 0 as torch.nn.functional.normalize: the zero vector stays zero, so every l > 0
+        # harmonic (a homogeneous polynomial) vanishes there.
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u = x.T
+    ux, uy, uz = u[0], u[1], u[2]
+    r2 = (x * x).sum(-1)
+    dtype, device = x.dtype, x.device
     t = _tables(lmax)
-    dtype = u.dtype
-    # Azimuthal powers by the running product (z + ix)^m.
-    C = [torch.ones_like(x)]
-    S = [torch.zeros_like(x)]
-    for _ in range(1, lmax + 1):
-        c, s = C[-1], S[-1]
-        C.append(z * c - x * s)
-        S.append(x * c + z * s)
-    Ct = torch.stack(C)
-    St = torch.stack(S)
+    # Azimuthal factors: running complex power of (z + ix).
+    A = [torch.ones_like(ux)]
+    c, s = A[0], torch.zeros_like(ux)
+    for m in range(1, lmax + 1):
+        if m == 1:
+            c, s = uz, ux
+        else:
+            c, s = uz * c - ux * s, ux * c + uz * s
+        A += [c, s]
+    # Legendre parts, one fused update per degree over all its orders m <= l - 2.
     P: list[torch.Tensor] = []
+    ones = torch.ones(1, ux.shape[0], dtype=dtype, device=device)
     for l in range(lmax + 1):
         rows = []
         if l >= 2:
-            a = t["a"][l].to(dtype=dtype, device=u.device)[:, None]
-            b = t["b"][l].to(dtype=dtype, device=u.device)[:, None]
-            prev2 = P[l - 2][: l - 1]
-            if r2 is not None:
-                prev2 = prev2 * r2
-            rows.append(a * (y * P[l - 1][: l - 1]) - b * prev2)
+            a = t["a"][l].to(dtype=dtype, device=device)  # type: ignore[index]
+            b = t["b"][l].to(dtype=dtype, device=device)  # type: ignore[index]
+            rows.append(a * (uy * P[l - 1][: l - 1]) - b * (P[l - 2][: l - 1] * r2))
         if l >= 1:
-            rows.append((t["sub"][l - 1] * t["diag"][l - 1]) * y[None])
-        rows.append(torch.full((1, N), t["diag"][l], dtype=dtype, device=u.device))
+            rows.append(t["sd"][l - 1] * uy[None])  # type: ignore[index]
+        rows.append(ones * t["diag"][l])  # type: ignore[index]
         P.append(torch.cat(rows) if len(rows) > 1 else rows[0])
-    return P, Ct, St
+    ip, ia = _assembly_index(tuple(ls))
+    Y = torch.cat(P)[ip.to(device)] * torch.stack(A)[ia.to(device)]
+    if any(sc != 1.0 for sc in scales):
+        col = torch.tensor([sc for l, sc in zip(ls, scales) for _ in range(2 * l + 1)], dtype=dtype, device=device)
+        Y = Y * col[:, None]
+    return Y.T
 
 
-def _assemble(P: list[torch.Tensor], C: torch.Tensor, S: torch.Tensor, ls: list[int]) -> torch.Tensor:
-    """Rows of all requested degrees, component-major ``[sum(2l+1), N]``."""
-    blocks = []
-    for l in ls:
-        Pl = P[l]
-        if l == 0:
-            blocks.append(Pl)
-            continue
-        sin_part = (Pl[1:] * S[1 : l + 1]).flip(0)  # m = -l .. -1
-        cos_part = Pl[1:] * C[1 : l + 1]  # m = 1 .. l
-        blocks.append(torch.cat([sin_part, Pl[:1], cos_part]))
-    return torch.cat(blocks)
+def _kernel_usable(x: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernel may evaluate ``x`` (else the pure-torch path is used)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.layout != torch.strided:
+        return False
+    if type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
+        return False  # tensor subclasses (fake/functional tensors, user subclasses) take the generic path
+    if torch.compiler.is_compiling():
+        return False
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    if active is not None and active():
+        return False
+    if _kernels.kernels_disabled():
+        return False
+    return _kernels.sh_kernel_available()
+
+
+class _SHKernel(torch.autograd.Function):
+    """Compiled forward and analytic backward; double backward differentiates the pure-torch path."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, ls: tuple[int, ...], scales: tuple[float, ...], normalize: bool):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.args = (list(ls), list(scales), normalize)
+        return _kernels.sh_forward(x, list(ls), list(scales), normalize)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        ls, scales, normalize = ctx.args
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradient must itself be differentiable; recompute with torch ops.
+            with torch.enable_grad():
+                xg = x if x.requires_grad else x.detach().requires_grad_()
+                y = _sh_torch(xg, ls, scales, normalize)
+                (gx,) = torch.autograd.grad(y, xg, grad_out, create_graph=True)
+        else:
+            gx = _kernels.sh_backward(x, grad_out, ls, scales, normalize)
+        return gx, None, None, None
 
 
 def spherical_harmonics(
@@ -155,7 +219,8 @@ def spherical_harmonics(
         ls: a degree, a list of degrees, or irreps such as ``"0e + 1o + 2e"`` (parity ``(-1)^l``, the
             harmonics of a vector) or ``"0e + 1e + 2e"`` (of a pseudovector). Degrees are output in the
             order given; repeats are allowed.
-        x: ``[..., 3]`` vectors ``(x, y, z)``, float32 or float64.
+        x: ``[..., 3]`` vectors ``(x, y, z)``, float32 or float64 (other floating dtypes use the
+            pure-torch path).
         normalize: evaluate on ``x / |x|`` (the usual choice). With ``False`` returns the solid harmonics
             ``|x|^l Y_l(x / |x|)``, polynomials in ``x``.
         normalization: ``"component"``, ``"norm"`` or ``"integral"`` (see the module docstring).
@@ -163,9 +228,17 @@ def spherical_harmonics(
     Returns:
         ``[..., sum(2l + 1)]``.
 
-    At ``x = 0`` with ``normalize=True`` the direction is undefined; the result is ``Y_0`` followed by
-    zeros (the limit of the polynomial at the origin) and the gradient is finite. NaN or inf in a
-    vector gives NaN in that vector's harmonics only (they propagate; nothing else is affected).
+    On CPU with float32/float64 a compiled C kernel (see :mod:`euclidnet.kernels`) computes the values
+    and the first derivative; otherwise (other devices, no C compiler, inside ``torch.compile`` or
+    ``torch.func`` transforms, or ``EUCLIDNET_DISABLE_KERNELS=1``) the same recursion runs as torch ops.
+    Both agree to round-off. Second derivatives (``create_graph=True``, e.g. training on forces) are
+    always available.
+
+    At ``x = 0`` with ``normalize=True`` the direction is undefined: ``x`` is divided by
+    ``max(|x|, 1e-12)`` like :func:`torch.nn.functional.normalize`, so the result is ``Y_0`` followed by
+    zeros (the limit of the polynomials at the origin) and the gradient is finite (that of ``x / 1e-12``).
+    NaN in a vector gives NaN in all of that vector's ``l > 0`` harmonics (``Y_0`` is the constant); an
+    infinite component gives NaN in some of them; other vectors are never affected.
     """
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
@@ -183,23 +256,17 @@ def spherical_harmonics(
     for l in degrees:
         if l < 0:
             raise ValueError(f"spherical_harmonics: degrees must be >= 0, got {l}")
-    lmax = max(degrees)
     batch = x.shape[:-1]
     u = x.reshape(-1, 3)
-    if normalize:
-        # Same limit at 0 as torch.nn.functional.normalize: the zero vector stays zero, so every l > 0
-        # harmonic (a homogeneous polynomial) vanishes there.
-        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    r2 = (u * u).sum(-1)
-    P, C, S = _legendre_and_azimuth(u.T, lmax, r2)
-    Y = _assemble(P, C, S, degrees)
-    if normalization != "component":
-        scale = []
-        for l in degrees:
-            f = 1.0 / math.sqrt(2 * l + 1) if normalization == "norm" else 1.0 / math.sqrt(4 * math.pi)
-            scale.extend([f] * (2 * l + 1))
-        Y = Y * torch.tensor(scale, dtype=Y.dtype, device=Y.device)[:, None]
-    return Y.T.contiguous().reshape(*batch, Y.shape[0])
+    scales = _scales(degrees, normalization)
+    if _kernel_usable(u):
+        if u.requires_grad and torch.is_grad_enabled():
+            Y = _SHKernel.apply(u, tuple(degrees), tuple(scales), bool(normalize))
+        else:
+            Y = _kernels.sh_forward(u, degrees, scales, bool(normalize))
+    else:
+        Y = _sh_torch(u, degrees, scales, bool(normalize)).contiguous()
+    return Y.reshape(*batch, Y.shape[-1])
 
 
 class SphericalHarmonics(torch.nn.Module):

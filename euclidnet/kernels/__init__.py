@@ -1,0 +1,32 @@
+"""Optional compiled CPU kernels (plain C, built at first use, loaded with ctypes).
+
+Everything here has a pure-torch equivalent; the kernels are used only when they can be: CPU tensors,
+float32/float64, a working C compiler, not while ``torch.compile`` traces, not under ``torch.func``
+transforms, and not when the environment variable ``EUCLIDNET_DISABLE_KERNELS=1`` is set.
+
+:func:`kernel_status` says whether a kernel is available and, if not, why.
+"""
+
+from __future__ import annotations
+
+from ._build import KernelBuildError, cache_dir
+from ._sh import kernels_disabled, sh_backward, sh_forward, sh_kernel_available, sh_kernel_error
+
+__all__ = [
+    "KernelBuildError",
+    "cache_dir",
+    "kernels_disabled",
+    "kernel_status",
+    "sh_backward",
+    "sh_forward",
+    "sh_kernel_available",
+]
+
+
+def kernel_status() -> dict[str, str]:
+    """``{kernel name: "available" | "disabled (...)" | "unavailable: <reason>"}``."""
+    if kernels_disabled():
+        return {"spherical_harmonics": "disabled (EUCLIDNET_DISABLE_KERNELS=1)"}
+    if sh_kernel_available():
+        return {"spherical_harmonics": "available"}
+    return {"spherical_harmonics": f"unavailable: {sh_kernel_error()}"}

@@ -1,0 +1,427 @@
+"""C source of the spherical-harmonics kernel (compiled at first use by :mod:`euclidnet.kernels._build`).
+
+The body is written once with the placeholders ``REAL`` and ``SFX`` and instantiated for float32 and
+float64. Points are processed in blocks of ``BLK``; every per-point quantity is stored ``[..][BLK]`` so the
+inner loops run across points and vectorise. Work is shared between threads by an atomic chunk counter.
+"""
+
+from __future__ import annotations
+
+_HEADER = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#define BLK 16
+#define CHUNK_BLOCKS 32
+#define EPS_NORM 1e-12
+
+#define PIDX(l, m) ((l) * ((l) + 1) / 2 + (m))
+
+
+/* Recursion tables in double, identical arithmetic to the Python reference. */
+static void sh_tables(int lmax, double *a, double *b, double *diag, double *sd) {
+    diag[0] = 1.0;
+    for (int m = 1; m <= lmax; m++) {
+        double d = diag[m - 1] * sqrt((double)(2 * m + 1) / (double)(2 * m));
+        if (m == 1) d = d * sqrt(2.0);
+        diag[m] = d;
+    }
+    for (int m = 0; m <= lmax; m++) sd[m] = sqrt((double)(2 * m + 3)) * diag[m];
+    for (int l = 0; l <= lmax; l++)
+        for (int m = 0; m <= l; m++) {
+            a[PIDX(l, m)] = 0.0;
+            b[PIDX(l, m)] = 0.0;
+        }
+    for (int l = 2; l <= lmax; l++)
+        for (int m = 0; m <= l - 2; m++) {
+            /* integer products are exact in double (< 2^53), as in the Python reference */
+            a[PIDX(l, m)] = sqrt(((double)(2 * l - 1) * (double)(2 * l + 1)) / ((double)(l - m) * (double)(l + m)));
+            b[PIDX(l, m)] = sqrt(((double)(2 * l + 1) * (double)(l + m - 1) * (double)(l - m - 1))
+                                 / ((double)(l - m) * (double)(l + m) * (double)(2 * l - 3)));
+        }
+}
+
+typedef struct {
+    void *(*fn)(void *);
+    void *arg;
+} job_t;
+
+/* Run fn(arg) on nthreads threads (the caller is one of them). Returns 0 on success. */
+static int run_threads(void *(*fn)(void *), void *arg, int nthreads) {
+    if (nthreads <= 1) {
+        fn(arg);
+        return 0;
+    }
+    pthread_t tid[64];
+    if (nthreads > 64) nthreads = 64;
+    int started = 0;
+    for (int t = 0; t < nthreads - 1; t++) {
+        if (pthread_create(&tid[t], NULL, fn, arg) != 0) break;
+        started++;
+    }
+    fn(arg);
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    return 0;
+}
+"""
+
+_BODY = r"""
+typedef struct {
+    const REAL *x;
+    int64_t n;
+    int lmax;
+    int nls;
+    const int *ls;
+    const int *offs;
+    const REAL *scales;
+    int ncomp;
+    int normalize;
+    REAL *out;              /* forward: [n, ncomp] */
+    const REAL *g;          /* backward: grad of out, strides gs0, gs1 */
+    int64_t gs0, gs1;
+    REAL *gx;               /* backward: [n, 3] */
+    const REAL *ta, *tb, *tdiag, *tsd;
+    int64_t nblocks;
+    int covers_once;        /* every degree 0..lmax appears exactly once in ls */
+    int unit_scales;        /* all scales are 1 */
+    const int *src;         /* [ncomp]: offset (row * BLK) in the block buffer of each output column */
+    const REAL *colscale;   /* [ncomp]: scale of each output column */
+    int64_t next;           /* atomic block counter */
+    int failed;
+} ctx_SFX;
+
+/* Direction, |u|^2, azimuth powers and Legendre parts of one block. With derivative arrays non-NULL also
+   dP/dy and dP/d(r2). */
+static inline void block_common_SFX(const ctx_SFX *c, int64_t i0, int np,
+                                    REAL *restrict ux, REAL *restrict uy, REAL *restrict uz,
+                                    REAL *restrict rr, REAL *restrict r2,
+                                    REAL *restrict C, REAL *restrict S, REAL *restrict P,
+                                    REAL *restrict Py, REAL *restrict Pr) {
+    const int L = c->lmax;
+    for (int p = 0; p < BLK; p++) {
+        if (p < np) {
+            ux[p] = c->x[(i0 + p) * 3 + 0];
+            uy[p] = c->x[(i0 + p) * 3 + 1];
+            uz[p] = c->x[(i0 + p) * 3 + 2];
+        } else {
+            ux[p] = 0; uy[p] = 0; uz[p] = 0;
+        }
+    }
+    if (c->normalize) {
+        #pragma omp simd
+        for (int p = 0; p < BLK; p++) {
+            REAL r = SQRT(ux[p] * ux[p] + uy[p] * uy[p] + uz[p] * uz[p]);
+            r = (r < (REAL)EPS_NORM) ? (REAL)EPS_NORM : r;  /* NaN stays NaN */
+            rr[p] = r;
+            ux[p] = ux[p] / r; uy[p] = uy[p] / r; uz[p] = uz[p] / r;
+        }
+    }
+    #pragma omp simd
+    for (int p = 0; p < BLK; p++) r2[p] = ux[p] * ux[p] + uy[p] * uy[p] + uz[p] * uz[p];
+    for (int p = 0; p < BLK; p++) { C[p] = 1; S[p] = 0; }
+    for (int m = 1; m <= L; m++) {
+        const REAL *restrict c0 = C + (m - 1) * BLK, *restrict s0 = S + (m - 1) * BLK;
+        REAL *restrict c1 = C + m * BLK, *restrict s1 = S + m * BLK;
+        if (m == 1) {  /* (z + ix)^1 taken as is (so that an inf/NaN in x does not leak into C_1) */
+            for (int p = 0; p < BLK; p++) { c1[p] = uz[p]; s1[p] = ux[p]; }
+            continue;
+        }
+        #pragma omp simd
+        for (int p = 0; p < BLK; p++) {
+            c1[p] = uz[p] * c0[p] - ux[p] * s0[p];
+            s1[p] = ux[p] * c0[p] + uz[p] * s0[p];
+        }
+    }
+    for (int l = 0; l <= L; l++) {
+        for (int m = 0; m <= l - 2; m++) {
+            const REAL a = c->ta[PIDX(l, m)], b = c->tb[PIDX(l, m)];
+            const REAL *restrict p1 = P + PIDX(l - 1, m) * BLK, *restrict p2 = P + PIDX(l - 2, m) * BLK;
+            REAL *restrict q = P + PIDX(l, m) * BLK;
+            #pragma omp simd
+            for (int p = 0; p < BLK; p++) q[p] = a * (uy[p] * p1[p]) - b * (p2[p] * r2[p]);
+            if (Py) {
+                const REAL *restrict y1 = Py + PIDX(l - 1, m) * BLK, *restrict y2 = Py + PIDX(l - 2, m) * BLK;
+                const REAL *restrict s1 = Pr + PIDX(l - 1, m) * BLK, *restrict s2 = Pr + PIDX(l - 2, m) * BLK;
+                REAL *restrict qy = Py + PIDX(l, m) * BLK, *restrict qr = Pr + PIDX(l, m) * BLK;
+                #pragma omp simd
+                for (int p = 0; p < BLK; p++) {
+                    qy[p] = a * (p1[p] + uy[p] * y1[p]) - b * (r2[p] * y2[p]);
+                    qr[p] = a * (uy[p] * s1[p]) - b * (p2[p] + r2[p] * s2[p]);
+                }
+            }
+        }
+        if (l >= 1) {
+            const REAL sd = c->tsd[l - 1];
+            REAL *restrict q = P + PIDX(l, l - 1) * BLK;
+            #pragma omp simd
+            for (int p = 0; p < BLK; p++) q[p] = sd * uy[p];
+            if (Py) {
+                for (int p = 0; p < BLK; p++) { Py[PIDX(l, l - 1) * BLK + p] = sd; Pr[PIDX(l, l - 1) * BLK + p] = 0; }
+            }
+        }
+        const REAL dg = c->tdiag[l];
+        for (int p = 0; p < BLK; p++) P[PIDX(l, l) * BLK + p] = dg;
+        if (Py) {
+            for (int p = 0; p < BLK; p++) { Py[PIDX(l, l) * BLK + p] = 0; Pr[PIDX(l, l) * BLK + p] = 0; }
+        }
+    }
+}
+
+static void *fwd_worker_SFX(void *arg) {
+    ctx_SFX *c = (ctx_SFX *)arg;
+    const int L = c->lmax;
+    const int npl = (L + 1) * (L + 2) / 2;
+    const int nall = (L + 1) * (L + 1);
+    size_t words = (size_t)BLK * (5 + 2 * (L + 1) + npl + nall);
+    REAL *ws = (REAL *)malloc(words * sizeof(REAL));
+    if (!ws) { __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED); return NULL; }
+    REAL *ux = ws, *uy = ux + BLK, *uz = uy + BLK, *rr = uz + BLK, *r2 = rr + BLK;
+    REAL *C = r2 + BLK, *S = C + (L + 1) * BLK, *P = S + (L + 1) * BLK, *Y = P + npl * BLK;
+    for (;;) {
+        int64_t b0 = __atomic_fetch_add(&c->next, CHUNK_BLOCKS, __ATOMIC_RELAXED);
+        if (b0 >= c->nblocks) break;
+        int64_t b1 = b0 + CHUNK_BLOCKS < c->nblocks ? b0 + CHUNK_BLOCKS : c->nblocks;
+        for (int64_t bk = b0; bk < b1; bk++) {
+            int64_t i0 = bk * BLK;
+            int np = (c->n - i0) < BLK ? (int)(c->n - i0) : BLK;
+            block_common_SFX(c, i0, np, ux, uy, uz, rr, r2, C, S, P, NULL, NULL);
+            for (int l = 0; l <= L; l++) {
+                REAL *restrict y0 = Y + (l * l + l) * BLK;
+                const REAL *restrict pl = P + PIDX(l, 0) * BLK;
+                for (int p = 0; p < BLK; p++) y0[p] = pl[p];
+                for (int m = 1; m <= l; m++) {
+                    const REAL *restrict pm = P + PIDX(l, m) * BLK;
+                    const REAL *restrict cm = C + m * BLK, *restrict sm = S + m * BLK;
+                    REAL *restrict yp = Y + (l * l + l + m) * BLK, *restrict yn = Y + (l * l + l - m) * BLK;
+                    #pragma omp simd
+                    for (int p = 0; p < BLK; p++) {
+                        yp[p] = pm[p] * cm[p];
+                        yn[p] = pm[p] * sm[p];
+                    }
+                }
+            }
+            /* transpose into the output rows: column k of a point is row src[k] of Y, times colscale[k] */
+            const int nc = c->ncomp;
+            const int *restrict src = c->src;
+            for (int p = 0; p < np; p++) {
+                REAL *restrict o = c->out + (i0 + p) * (int64_t)nc;
+                const REAL *restrict yp = Y + p;
+                if (c->unit_scales) {
+                    for (int k = 0; k < nc; k++) o[k] = yp[src[k]];
+                } else {
+                    const REAL *restrict cs = c->colscale;
+                    for (int k = 0; k < nc; k++) o[k] = yp[src[k]] * cs[k];
+                }
+            }
+        }
+    }
+    free(ws);
+    return NULL;
+}
+
+static void *bwd_worker_SFX(void *arg) {
+    ctx_SFX *c = (ctx_SFX *)arg;
+    const int L = c->lmax;
+    const int npl = (L + 1) * (L + 2) / 2;
+    const int nall = (L + 1) * (L + 1);
+    size_t words = (size_t)BLK * (12 + 4 * (L + 1) + 3 * npl + nall);
+    REAL *ws = (REAL *)malloc(words * sizeof(REAL));
+    if (!ws) { __atomic_store_n(&c->failed, 1, __ATOMIC_RELAXED); return NULL; }
+    REAL *ux = ws, *uy = ux + BLK, *uz = uy + BLK, *rr = uz + BLK, *r2 = rr + BLK;
+    REAL *gX = r2 + BLK, *gY = gX + BLK, *gZ = gY + BLK, *gR = gZ + BLK;
+    REAL *x0 = gR + BLK, *y0 = x0 + BLK, *z0 = y0 + BLK;
+    REAL *C = z0 + BLK, *S = C + (L + 1) * BLK, *gC = S + (L + 1) * BLK, *gS = gC + (L + 1) * BLK;
+    REAL *P = gS + (L + 1) * BLK, *Py = P + npl * BLK, *Pr = Py + npl * BLK, *G = Pr + npl * BLK;
+    for (;;) {
+        int64_t b0 = __atomic_fetch_add(&c->next, CHUNK_BLOCKS, __ATOMIC_RELAXED);
+        if (b0 >= c->nblocks) break;
+        int64_t b1 = b0 + CHUNK_BLOCKS < c->nblocks ? b0 + CHUNK_BLOCKS : c->nblocks;
+        for (int64_t bk = b0; bk < b1; bk++) {
+            int64_t i0 = bk * BLK;
+            int np = (c->n - i0) < BLK ? (int)(c->n - i0) : BLK;
+            block_common_SFX(c, i0, np, ux, uy, uz, rr, r2, C, S, P, Py, Pr);
+            const int direct = c->covers_once && c->gs1 == 1;
+            if (!direct || np < BLK) memset(G, 0, sizeof(REAL) * (size_t)nall * BLK);
+            if (direct) {
+                /* every degree 0..lmax requested exactly once, contiguous rows: plain (scaled) copy */
+                const int nc = c->ncomp;
+                const int *restrict src = c->src;
+                for (int p = 0; p < np; p++) {
+                    const REAL *restrict gp = c->g + (i0 + p) * c->gs0;
+                    REAL *restrict gq = G + p;
+                    if (c->unit_scales) {
+                        for (int k = 0; k < nc; k++) gq[src[k]] = gp[k];
+                    } else {
+                        const REAL *restrict cs = c->colscale;
+                        for (int k = 0; k < nc; k++) gq[src[k]] = cs[k] * gp[k];
+                    }
+                }
+            } else {
+                for (int p = 0; p < np; p++) {
+                    const REAL *restrict gp = c->g + (i0 + p) * c->gs0;
+                    for (int j = 0; j < c->nls; j++) {
+                        const int l = c->ls[j], d = 2 * l + 1;
+                        const REAL s = c->scales[j];
+                        const int64_t base = (int64_t)c->offs[j];
+                        REAL *restrict gl = G + l * l * BLK + p;
+                        for (int k = 0; k < d; k++) gl[k * BLK] += s * gp[(base + k) * c->gs1];
+                    }
+                }
+            }
+            for (int p = 0; p < BLK; p++) { gY[p] = 0; gR[p] = 0; }
+            memset(gC, 0, sizeof(REAL) * (size_t)(L + 1) * BLK);
+            memset(gS, 0, sizeof(REAL) * (size_t)(L + 1) * BLK);
+            for (int l = 1; l <= L; l++) {
+                {
+                    const REAL *restrict g0 = G + (l * l + l) * BLK;
+                    const REAL *restrict qy = Py + PIDX(l, 0) * BLK, *restrict qr = Pr + PIDX(l, 0) * BLK;
+                    #pragma omp simd
+                    for (int p = 0; p < BLK; p++) { gY[p] += g0[p] * qy[p]; gR[p] += g0[p] * qr[p]; }
+                }
+                for (int m = 1; m <= l; m++) {
+                    const REAL *restrict gp = G + (l * l + l + m) * BLK, *restrict gn = G + (l * l + l - m) * BLK;
+                    const REAL *restrict pm = P + PIDX(l, m) * BLK;
+                    const REAL *restrict qy = Py + PIDX(l, m) * BLK, *restrict qr = Pr + PIDX(l, m) * BLK;
+                    const REAL *restrict cm = C + m * BLK, *restrict sm = S + m * BLK;
+                    REAL *restrict gc = gC + m * BLK, *restrict gs = gS + m * BLK;
+                    #pragma omp simd
+                    for (int p = 0; p < BLK; p++) {
+                        REAL t = gp[p] * cm[p] + gn[p] * sm[p];
+                        gY[p] += t * qy[p];
+                        gR[p] += t * qr[p];
+                        gc[p] += gp[p] * pm[p];
+                        gs[p] += gn[p] * pm[p];
+                    }
+                }
+            }
+            for (int p = 0; p < BLK; p++) { gX[p] = 0; gZ[p] = 0; }
+            for (int m = 1; m <= L; m++) {
+                const REAL fm = (REAL)m;
+                const REAL *restrict gc = gC + m * BLK, *restrict gs = gS + m * BLK;
+                const REAL *restrict c0 = C + (m - 1) * BLK, *restrict s0 = S + (m - 1) * BLK;
+                #pragma omp simd
+                for (int p = 0; p < BLK; p++) {
+                    gZ[p] += fm * (gc[p] * c0[p] + gs[p] * s0[p]);
+                    gX[p] += fm * (gs[p] * c0[p] - gc[p] * s0[p]);
+                }
+            }
+            #pragma omp simd
+            for (int p = 0; p < BLK; p++) {
+                gX[p] += 2 * ux[p] * gR[p];
+                gY[p] += 2 * uy[p] * gR[p];
+                gZ[p] += 2 * uz[p] * gR[p];
+            }
+            if (c->normalize) {
+                for (int p = 0; p < BLK; p++) {
+                    if (p < np) {
+                        x0[p] = c->x[(i0 + p) * 3 + 0];
+                        y0[p] = c->x[(i0 + p) * 3 + 1];
+                        z0[p] = c->x[(i0 + p) * 3 + 2];
+                    } else {
+                        x0[p] = 0; y0[p] = 0; z0[p] = 0;
+                    }
+                }
+                #pragma omp simd
+                for (int p = 0; p < BLK; p++) {
+                    /* u = x / max(|x|, eps): Jacobian (I - n n^T) / |x| with n = x / |x| above eps,
+                       I / eps below (the clamp has zero derivative there). */
+                    REAL r = SQRT(x0[p] * x0[p] + y0[p] * y0[p] + z0[p] * z0[p]);
+                    REAL inv = 1 / rr[p];
+                    if (r >= (REAL)EPS_NORM) {
+                        REAL nx = x0[p] / r, ny = y0[p] / r, nz = z0[p] / r;
+                        REAL d = nx * gX[p] + ny * gY[p] + nz * gZ[p];
+                        gX[p] = (gX[p] - nx * d) * inv;
+                        gY[p] = (gY[p] - ny * d) * inv;
+                        gZ[p] = (gZ[p] - nz * d) * inv;
+                    } else {
+                        gX[p] = gX[p] * inv; gY[p] = gY[p] * inv; gZ[p] = gZ[p] * inv;
+                    }
+                }
+            }
+            for (int p = 0; p < np; p++) {
+                c->gx[(i0 + p) * 3 + 0] = gX[p];
+                c->gx[(i0 + p) * 3 + 1] = gY[p];
+                c->gx[(i0 + p) * 3 + 2] = gZ[p];
+            }
+        }
+    }
+    free(ws);
+    return NULL;
+}
+
+static int setup_SFX(ctx_SFX *c, const REAL *x, int64_t n, int lmax, const int *ls, const int *offs,
+                     const double *scales, int nls, int ncomp, int normalize, REAL **tables) {
+    memset(c, 0, sizeof(*c));
+    int npl = (lmax + 1) * (lmax + 2) / 2;
+    double *tab = (double *)malloc(sizeof(double) * (size_t)(2 * npl + 2 * (lmax + 1)));
+    REAL *rt = (REAL *)malloc(sizeof(REAL) * (size_t)(2 * npl + 2 * (lmax + 1) + nls + ncomp));
+    int *src = (int *)malloc(sizeof(int) * (size_t)(ncomp > 0 ? ncomp : 1));
+    if (!tab || !rt || !src) { free(tab); free(rt); free(src); return -1; }
+    sh_tables(lmax, tab, tab + npl, tab + 2 * npl, tab + 2 * npl + lmax + 1);
+    for (int i = 0; i < 2 * npl + 2 * (lmax + 1); i++) rt[i] = (REAL)tab[i];
+    for (int j = 0; j < nls; j++) rt[2 * npl + 2 * (lmax + 1) + j] = (REAL)scales[j];
+    free(tab);
+    c->x = x; c->n = n; c->lmax = lmax; c->nls = nls; c->ls = ls; c->offs = offs; c->ncomp = ncomp;
+    c->normalize = normalize;
+    c->ta = rt; c->tb = rt + npl; c->tdiag = rt + 2 * npl; c->tsd = rt + 2 * npl + lmax + 1;
+    c->scales = rt + 2 * npl + 2 * (lmax + 1);
+    c->nblocks = (n + BLK - 1) / BLK;
+    c->unit_scales = 1;
+    REAL *cs = rt + 2 * npl + 2 * (lmax + 1) + nls;
+    for (int j = 0; j < nls; j++) {
+        if ((REAL)scales[j] != 1) c->unit_scales = 0;
+        for (int k = 0; k < 2 * ls[j] + 1; k++) {
+            src[offs[j] + k] = (ls[j] * ls[j] + k) * BLK;
+            cs[offs[j] + k] = (REAL)scales[j];
+        }
+    }
+    c->src = src;
+    c->colscale = cs;
+    c->covers_once = (nls == lmax + 1);
+    for (int j = 0; j < nls && c->covers_once; j++)
+        for (int k = 0; k < j; k++)
+            if (ls[k] == ls[j]) { c->covers_once = 0; break; }
+    *tables = rt;
+    return 0;
+}
+
+int euclidnet_sh_forward_SFX(const REAL *x, int64_t n, int lmax, const int *ls, const int *offs,
+                             const double *scales, int nls, int ncomp, int normalize, REAL *out, int nthreads) {
+    ctx_SFX c;
+    REAL *rt;
+    if (setup_SFX(&c, x, n, lmax, ls, offs, scales, nls, ncomp, normalize, &rt)) return -1;
+    c.out = out;
+    int64_t nchunks = (c.nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    if (nthreads > nchunks) nthreads = (int)nchunks;
+    run_threads(fwd_worker_SFX, &c, nthreads);
+    free(rt);
+    free((void *)c.src);
+    return c.failed ? -1 : 0;
+}
+
+int euclidnet_sh_backward_SFX(const REAL *x, int64_t n, int lmax, const int *ls, const int *offs,
+                              const double *scales, int nls, int ncomp, int normalize,
+                              const REAL *g, int64_t gs0, int64_t gs1, REAL *gx, int nthreads) {
+    ctx_SFX c;
+    REAL *rt;
+    if (setup_SFX(&c, x, n, lmax, ls, offs, scales, nls, ncomp, normalize, &rt)) return -1;
+    c.g = g; c.gs0 = gs0; c.gs1 = gs1; c.gx = gx;
+    int64_t nchunks = (c.nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    if (nthreads > nchunks) nthreads = (int)nchunks;
+    run_threads(bwd_worker_SFX, &c, nthreads);
+    free(rt);
+    free((void *)c.src);
+    return c.failed ? -1 : 0;
+}
+"""
+
+
+def source() -> str:
+    """The complete C translation unit (float32 and float64 instantiations)."""
+    parts = [_HEADER]
+    for real, sfx, sqrt in (("float", "f32", "sqrtf"), ("double", "f64", "sqrt")):
+        parts.append(_BODY.replace("REAL", real).replace("SFX", sfx).replace("SQRT", sqrt))
+    return "\n".join(parts)
