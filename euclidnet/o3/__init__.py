@@ -31,7 +31,26 @@ from .rotations import (
 from .spherical_harmonics import SphericalHarmonics, spherical_harmonics
 from .wigner import change_basis_real_to_complex, so3_generators, wigner_3j, wigner_D, wigner_D_y
 
+# Layers that live beside the math: the equivariant linear map and (re-exported from euclidnet.tp, which
+# imports the math above, hence last) the tensor products.
+from .linear import Linear  # noqa: E402  isort: skip
+from ..tp import (  # noqa: E402  isort: skip
+    ChannelwiseTensorProduct,
+    ElementwiseTensorProduct,
+    FullTensorProduct,
+    FullyConnectedTensorProduct,
+    TensorProduct,
+    TensorSquare,
+)
+
 __all__ = [
+    "Linear",
+    "TensorProduct",
+    "FullyConnectedTensorProduct",
+    "ChannelwiseTensorProduct",
+    "ElementwiseTensorProduct",
+    "FullTensorProduct",
+    "TensorSquare",
     "Irrep",
     "Irreps",
     "MulIrrep",

@@ -1,0 +1,302 @@
+"""Equivariant linear map between irreps (e3nn-compatible weights, biases and normalisation)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .irreps import Irreps
+
+__all__ = ["Linear"]
+
+
+class Linear(torch.nn.Module):
+    """Equivariant linear layer ``irreps_in -> irreps_out``.
+
+    Every instruction ``(i_in, i_out)`` joins an input and an output block of the same irrep with a weight
+    matrix ``[mul_in, mul_out]``: ``out_b[w, k] += W[u, w] x_a[u, k] / sqrt(fan_in(b))``, ``fan_in(b)`` being
+    the sum of ``mul_in`` over the instructions into ``b`` ('element', default) or ``mul_in`` times their
+    number ('path'). By default every pair of blocks with the same irrep is connected, in e3nn's order (loop
+    over input blocks, then output blocks). Weights are one flat vector, instruction after instruction, each
+    row-major ``[mul_in, mul_out]``: e3nn's layout. Internal weights are initialised N(0, 1), so unit-variance
+    inputs give unit-variance outputs.
+
+    Args:
+        irreps_in, irreps_out: input and output irreps.
+        internal_weights: store the weights as a parameter (default True unless ``shared_weights=False``).
+        shared_weights: one weight vector for the batch (default True); ``False``: ``forward(x, weight)``
+            with ``weight [..., weight_numel]`` (and ``bias [..., bias_numel]`` if there are biases).
+        biases: ``True`` puts a bias (initialised 0) on every ``0e`` output block; or one bool per output
+            block (only ``0e`` blocks may have one). Bias layout: the biased blocks in order, ``mul`` each.
+        instructions: optional list of ``(i_in, i_out)`` pairs (default: all pairs with the same irrep).
+        path_normalization: 'element' (default) or 'path'.
+
+    Execution: one product per distinct irrep, whatever the number of blocks. The blocks of one irrep are
+    gathered into a single ``[K, M]`` weight matrix (zeros where no instruction); scalars use one GEMM
+    ``[Z, K] x [K, M]``; ``l > 0`` uses the GEMM ``[Z, K (2l+1)] x (W kron I_{2l+1})`` which needs no
+    transposition of the features (measured faster than transposing on CPU for ``2l + 1 <= 5``; larger
+    degrees transpose and run ``[Z (2l+1), K] x [K, M]``). Per-sample weights use one ``bmm`` per irrep.
+    """
+
+    _KRON_MAX_DIM = 5
+
+    def __init__(
+        self,
+        irreps_in: Any,
+        irreps_out: Any,
+        internal_weights: bool | None = None,
+        shared_weights: bool | None = None,
+        biases: bool | Sequence[bool] = False,
+        instructions: Sequence[tuple[int, int]] | None = None,
+        path_normalization: str = "element",
+    ) -> None:
+        super().__init__()
+        irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
+        if path_normalization not in ("element", "path"):
+            raise ValueError(f"path_normalization must be 'element' or 'path', got {path_normalization!r}")
+        if instructions is None:
+            instructions = [
+                (i, o)
+                for i, (_, ir_i) in enumerate(irreps_in)
+                for o, (_, ir_o) in enumerate(irreps_out)
+                if ir_i == ir_o
+            ]
+        ins: list[tuple[int, int]] = []
+        for x in instructions:
+            try:
+                i, o = x
+            except (TypeError, ValueError):
+                raise TypeError(f"Linear instruction {x!r} must be a pair (i_in, i_out)") from None
+            if not (isinstance(i, int) and 0 <= i < len(irreps_in)):
+                raise ValueError(
+                    f"Linear instruction {x!r}: i_in={i!r} does not exist; {irreps_in!r} has {len(irreps_in)} blocks"
+                )
+            if not (isinstance(o, int) and 0 <= o < len(irreps_out)):
+                raise ValueError(
+                    f"Linear instruction {x!r}: i_out={o!r} does not exist; {irreps_out!r} has {len(irreps_out)} blocks"
+                )
+            if irreps_in[i].ir != irreps_out[o].ir:
+                raise ValueError(
+                    f"Linear instruction {x!r} joins different irreps {irreps_in[i].ir} -> {irreps_out[o].ir}"
+                )
+            ins.append((i, o))
+        if isinstance(biases, bool):
+            biases = [biases and ir.is_scalar() for _, ir in irreps_out]
+        biases = [bool(b) for b in biases]
+        if len(biases) != len(irreps_out):
+            raise ValueError(f"biases has {len(biases)} entries; expected one per output block ({len(irreps_out)})")
+        for b, (mul, ir) in zip(biases, irreps_out):
+            if b and not ir.is_scalar():
+                raise ValueError(f"only 0e output blocks can have a bias, got a bias on {mul}x{ir}")
+
+        if shared_weights is False and internal_weights is None:
+            internal_weights = False
+        if shared_weights is None:
+            shared_weights = True
+        if internal_weights is None:
+            internal_weights = True
+        if internal_weights and not shared_weights:
+            raise ValueError("internal_weights=True requires shared_weights=True (got shared_weights=False)")
+
+        self.irreps_in = irreps_in
+        self.irreps_out = irreps_out
+        self.instructions = ins
+        self.biases = biases
+        self.shared_weights = bool(shared_weights)
+        self.internal_weights = bool(internal_weights)
+        self.path_normalization = path_normalization
+
+        # Normalisation and flat offsets.
+        self._offsets: list[int] = []
+        self._alphas: list[float] = []
+        off = 0
+        for i, o in ins:
+            if path_normalization == "element":
+                fan = sum(irreps_in[a].mul for a, b in ins if b == o)
+            else:
+                fan = irreps_in[i].mul * sum(1 for _, b in ins if b == o)
+            self._alphas.append(1.0 / math.sqrt(fan if fan > 0 else 1))
+            self._offsets.append(off)
+            off += irreps_in[i].mul * irreps_out[o].mul
+        self.weight_numel = off
+        self.bias_numel = sum(mul for b, (mul, _) in zip(biases, irreps_out) if b)
+
+        if self.internal_weights:
+            self.weight = torch.nn.Parameter(torch.randn(self.weight_numel))
+            self.bias = torch.nn.Parameter(torch.zeros(self.bias_numel))
+        else:
+            self.register_buffer("weight", torch.empty(0), persistent=False)
+            self.register_buffer("bias", torch.empty(0), persistent=False)
+
+        # Plan: one group per distinct irrep that has a live instruction.
+        in_sl = irreps_in.slices()
+        groups: dict[Any, dict[str, Any]] = {}
+        for n, (i, o) in enumerate(ins):
+            if irreps_in[i].mul == 0 or irreps_out[o].mul == 0:
+                continue
+            g = groups.setdefault(irreps_in[i].ir, {"in": [], "out": [], "ins": []})
+            if i not in g["in"]:
+                g["in"].append(i)
+            if o not in g["out"]:
+                g["out"].append(o)
+            g["ins"].append(n)
+        self._groups: list[dict[str, Any]] = []
+        gather: list[torch.Tensor] = []
+        scale = torch.zeros(self.weight_numel, dtype=torch.float64)
+        for n, a in enumerate(self._alphas):
+            i, o = ins[n]
+            scale[self._offsets[n] : self._offsets[n] + irreps_in[i].mul * irreps_out[o].mul] = a
+        gpos = 0
+        for ir, g in groups.items():
+            g["in"].sort()
+            g["out"].sort()
+            rows = {i: sum(irreps_in[j].mul for j in g["in"] if j < i) for i in g["in"]}
+            cols = {o: sum(irreps_out[j].mul for j in g["out"] if j < o) for o in g["out"]}
+            K = sum(irreps_in[i].mul for i in g["in"])
+            M = sum(irreps_out[o].mul for o in g["out"])
+            idx = torch.full((K, M), self.weight_numel, dtype=torch.long)  # points at an appended zero
+            for n in g["ins"]:
+                i, o = ins[n]
+                mi, mo = irreps_in[i].mul, irreps_out[o].mul
+                flat = torch.arange(self._offsets[n], self._offsets[n] + mi * mo).reshape(mi, mo)
+                idx[rows[i] : rows[i] + mi, cols[o] : cols[o] + mo] = flat
+            gather.append(idx.reshape(-1))
+            self._groups.append(
+                {
+                    "d": ir.dim,
+                    "K": K,
+                    "M": M,
+                    "wpos": (gpos, gpos + K * M),
+                    "in": [(in_sl[i].start, in_sl[i].stop) for i in g["in"]],
+                    "out": [(o, irreps_out[o].mul * ir.dim) for o in g["out"]],
+                }
+            )
+            gpos += K * M
+        self.register_buffer(
+            "_gather", torch.cat(gather) if gather else torch.zeros(0, dtype=torch.long), persistent=False
+        )
+        self.register_buffer("_scale", scale, persistent=False)
+        self._bias_pos: dict[int, tuple[int, int]] = {}
+        bo = 0
+        for o, (b, (mul, _)) in enumerate(zip(biases, irreps_out)):
+            if b:
+                self._bias_pos[o] = (bo, bo + mul)
+                bo += mul
+        self._out_dims = [mul * ir.dim for mul, ir in irreps_out]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Linear:
+        scale = self._scale.detach().to(torch.float64).clone()
+        super()._apply(fn, recurse)
+        # Keep the normalisation constants exact (float64 master copy).
+        self._scale = scale.to(self._scale.device)
+        return self
+
+    def forward(
+        self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x [..., irreps_in.dim]`` -> ``[..., irreps_out.dim]``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(
+                f"x has shape {tuple(x.shape)} but its last dimension must be "
+                f"{self.irreps_in!r}.dim = {self.irreps_in.dim}"
+            )
+        w = self._check_param(weight, self.weight, self.weight_numel, "weight")
+        b = self._check_param(bias, self.bias, self.bias_numel, "bias")
+        batch = x.shape[:-1]
+        if not self.shared_weights:
+            shapes = [batch]
+            if self.weight_numel:
+                shapes.append(w.shape[:-1])
+            if self.bias_numel:
+                shapes.append(b.shape[:-1])
+            batch = torch.broadcast_shapes(*shapes)
+            x = x.expand(batch + (self.irreps_in.dim,))
+            n = math.prod(batch)
+            w = w.expand(batch + (self.weight_numel,)).reshape(n, self.weight_numel)
+            b = b.expand(batch + (self.bias_numel,)).reshape(n, self.bias_numel)
+        x = x.reshape(-1, self.irreps_in.dim)
+        Z = x.shape[0]
+        w = w.to(x.dtype)
+        b = b.to(x.dtype)
+        parts: dict[int, torch.Tensor] = {}
+        if self._groups:
+            scale = self._scale.to(x.dtype)
+            zero = w.new_zeros(w.shape[:-1] + (1,))
+            wext = torch.cat([w * scale, zero], dim=-1)
+            wall = wext[..., self._gather]
+            for g in self._groups:
+                d, K, M = g["d"], g["K"], g["M"]
+                W = wall[..., g["wpos"][0] : g["wpos"][1]]
+                xs = [x[:, s:e] for s, e in g["in"]]
+                xg = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)  # [Z, K * d]
+                if self.shared_weights:
+                    W = W.reshape(K, M)
+                    if d == 1:
+                        y = xg @ W
+                    elif d <= self._KRON_MAX_DIM:
+                        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+                        Wk = (W[:, None, :, None] * eye[None, :, None, :]).reshape(K * d, M * d)
+                        y = xg @ Wk
+                    else:
+                        y = (xg.reshape(Z, K, d).transpose(1, 2) @ W).transpose(1, 2).reshape(Z, M * d)
+                else:
+                    W = W.reshape(Z, K, M)
+                    y = torch.bmm(W.transpose(1, 2), xg.reshape(Z, K, d)).reshape(Z, M * d)
+                if len(g["out"]) == 1:
+                    parts[g["out"][0][0]] = y
+                else:
+                    pieces = torch.split(y, [n for _, n in g["out"]], dim=1)
+                    for (o, _), piece in zip(g["out"], pieces):
+                        parts[o] = piece
+        outs = []
+        for o, n in enumerate(self._out_dims):
+            if n == 0:
+                continue
+            y = parts.get(o)
+            if o in self._bias_pos:
+                s, e = self._bias_pos[o]
+                bb = b[..., s:e]
+                y = bb.expand(Z, n) if y is None else y + bb
+            if y is None:
+                y = x.new_zeros(Z, n)
+            outs.append(y)
+        if not outs:
+            out = x.new_zeros(Z, self.irreps_out.dim)
+        elif len(outs) == 1:
+            out = outs[0]
+        else:
+            out = torch.cat(outs, dim=1)
+        return out.reshape(batch + (self.irreps_out.dim,))
+
+    def _check_param(self, given: torch.Tensor | None, internal: torch.Tensor, numel: int, name: str) -> torch.Tensor:
+        if given is None:
+            if numel > 0 and not self.internal_weights:
+                raise ValueError(
+                    f"Linear has no internal weights: pass {name} of shape "
+                    f"{'[' if self.shared_weights else '[batch, '}{numel}]"
+                )
+            if numel == 0 and not self.shared_weights:
+                return internal.new_zeros(1, 0)
+            return internal
+        if not isinstance(given, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(given).__name__}")
+        if self.shared_weights:
+            if given.shape != (numel,):
+                raise ValueError(f"{name} has shape {tuple(given.shape)}; expected ({numel},) (shared weights)")
+        elif given.ndim < 2 or given.shape[-1] != numel:
+            raise ValueError(
+                f"{name} has shape {tuple(given.shape)}; expected [..., {numel}] with a batch dimension "
+                "(per-sample weights, shared_weights=False)"
+            )
+        return given
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.irreps_in} -> {self.irreps_out} | {self.weight_numel} weights, {self.bias_numel} biases, "
+            f"shared_weights={self.shared_weights}"
+        )

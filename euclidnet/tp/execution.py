@@ -1,0 +1,310 @@
+"""Execution of a :class:`~euclidnet.tp.descriptor.TensorProductDescriptor`.
+
+The plan is made once, at construction; ``forward`` is a fixed, branch-free sequence of tensor ops on
+static shapes (so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace it as is). Three kernels:
+
+* ``uvu`` paths with weights, fused per output block. For a path, ``out[z, u, k] = sum_(v,i) X[z, u, (v,i)]
+  M[z, (v,i), k]`` with ``X = w[z,u,v] x1[z,u,i]`` and ``M = sum_j C[i,j,k] x2[z,v,j]``. ``M`` of *every*
+  such path is one GEMM of ``x2`` with a constant block matrix of scaled CG entries; the ``X`` of all paths
+  into an output block are concatenated, so each output block is a single batched matmul
+  ``[Z, mul, K] x [Z, K, 2l+1]`` (the NequIP convolution: 3 bmm for 11 paths).
+* ``uvw`` paths: ``T[z, k, (u,v)] = sum_ij C[i,j,k] x1[z,u,i] x2[z,v,j]`` (a small GEMM with the CG block
+  then a batched outer product), then one large GEMM ``[Z (2l+1), mul1 mul2] x [mul1 mul2, mul_out]``
+  with the weights, accumulated in place (``addmm``) over the paths into the same output block. Per-sample
+  weights use ``bmm``/``baddbmm`` instead.
+* every other mode (and unweighted ``uvu``): one ``einsum`` per path with the scaled CG block.
+
+All constants (CG blocks times the path coefficients) live in one float64 buffer that is cast once per call
+to the input dtype; it is rebuilt in float64 whenever the module is moved (``.to``, ``.float()``...), so
+float64 results keep full precision whatever was done to the module before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .descriptor import Path, TensorProductDescriptor
+
+__all__ = ["TensorProductExecutor"]
+
+
+class TensorProductExecutor(torch.nn.Module):
+    """Runs a tensor product descriptor on flattened inputs.
+
+    ``forward(x1 [Z, dim1], x2 [Z, dim2], weight)`` -> ``[Z, dim_out]``, ``weight`` being ``[weight_numel]``
+    (``shared_weights=True``) or ``[Z, weight_numel]``. No input checking here: see
+    :class:`~euclidnet.tp.tensor_product.TensorProduct`.
+    """
+
+    def __init__(self, descriptor: TensorProductDescriptor, shared_weights: bool = True) -> None:
+        super().__init__()
+        self.descriptor = descriptor
+        self.shared_weights = bool(shared_weights)
+        d = descriptor
+        self._slices1 = [(s.start, s.stop) for s in d.irreps_in1.slices()]
+        self._slices2 = [(s.start, s.stop) for s in d.irreps_in2.slices()]
+        self._dim_out = d.irreps_out.dim
+        self._out_blocks = [(mul, ir.dim) for mul, ir in d.irreps_out]
+
+        live = [(n, p) for n, p in enumerate(d.paths) if not p.is_empty]
+        # Plan: per output block, a uvu group, a list of uvw paths, and a list of generic paths.
+        self._uvw: dict[int, list[int]] = {}
+        self._generic: dict[int, list[int]] = {}
+        for n, p in live:
+            if p.mode == "uvu" and p.has_weight:
+                continue
+            if p.mode == "uvw":
+                self._uvw.setdefault(p.i_out, []).append(n)
+            else:
+                self._generic.setdefault(p.i_out, []).append(n)
+
+        # uvu bundles: paths with the same mul1 share one bmm (see _plan_uvu_bundles).
+        self._bundles = self._plan_uvu_bundles([n for n, p in live if p.mode == "uvu" and p.has_weight])
+        offset = 0
+        for b in self._bundles:
+            b["B_off"] = offset
+            offset += d.irreps_in2.dim * b["rows"] * b["R"]
+        self._uvu_B_numel = offset
+        self._cg_offsets: dict[int, int] = {}
+        for n, p in live:
+            if p.mode == "uvu" and p.has_weight:
+                continue
+            self._cg_offsets[n] = offset
+            offset += (2 * p.l1 + 1) * (2 * p.l2 + 1) * (2 * p.l_out + 1)
+        self._const_numel = offset
+        self._triu: dict[int, str] = {}
+        for _, p in live:
+            if p.mode in ("uvu<v", "u<vw") and p.mul1 not in self._triu:
+                name = f"_triu_{p.mul1}"
+                self.register_buffer(name, torch.triu_indices(p.mul1, p.mul1, 1), persistent=False)
+                self._triu[p.mul1] = name
+        self.register_buffer("_consts", self._build_consts(), persistent=False)
+
+    def _plan_uvu_bundles(self, ns: list[int]) -> list[dict[str, Any]]:
+        """Group weighted 'uvu' paths into bmm bundles.
+
+        A bundle computes ``out_t[z, (o, k), u] = sum_r Mt[z, (o, k), r] Xt[z, r, u]`` for all its paths at
+        once, ``r = (path, v, i)``; ``Mt`` is block-sparse (a path only feeds its own output rows). On CPU one
+        bmm over ``Z`` small matrices costs mostly per-matrix overhead, so all paths with the same ``mul1``
+        share one bmm, unless the zero padding would exceed 4x the useful work: then one bmm per output block.
+        """
+        d = self.descriptor
+        by_mul: dict[int, list[int]] = {}
+        for n in ns:
+            by_mul.setdefault(d.paths[n].mul1, []).append(n)
+        candidates: list[list[int]] = []
+        for group in by_mul.values():
+            outs = sorted({d.paths[n].i_out for n in group})
+            rows = sum(2 * d.irreps_out[o].ir.l + 1 for o in outs)
+            R = sum(d.paths[n].mul2 * (2 * d.paths[n].l1 + 1) for n in group)
+            useful = sum((2 * d.paths[n].l_out + 1) * d.paths[n].mul2 * (2 * d.paths[n].l1 + 1) for n in group)
+            if rows * R <= 4 * useful:
+                candidates.append(group)
+            else:
+                for o in outs:
+                    candidates.append([n for n in group if d.paths[n].i_out == o])
+        bundles = []
+        for group in candidates:
+            outs = sorted({d.paths[n].i_out for n in group})
+            row_of = {}
+            rows = 0
+            for o in outs:
+                row_of[o] = rows
+                rows += 2 * d.irreps_out[o].ir.l + 1
+            r_offsets = []
+            R = 0
+            for n in group:
+                r_offsets.append(R)
+                R += d.paths[n].mul2 * (2 * d.paths[n].l1 + 1)
+            bundles.append(
+                {
+                    "paths": group,
+                    "outs": outs,
+                    "row_of": row_of,
+                    "rows": rows,
+                    "R": R,
+                    "r_offsets": r_offsets,
+                    "mul": d.paths[group[0]].mul1,
+                }
+            )
+        return bundles
+
+    # -- constants -----------------------------------------------------------------------------------
+
+    def _build_consts(self) -> torch.Tensor:
+        d = self.descriptor
+        consts = torch.zeros(self._const_numel, dtype=torch.float64)
+        dim2 = d.irreps_in2.dim
+        for b in self._bundles:
+            B = torch.zeros(dim2, b["rows"], b["R"], dtype=torch.float64)
+            for n, rp in zip(b["paths"], b["r_offsets"]):
+                p = d.paths[n]
+                C = d.cg(n, scaled=True)  # [d1, d2, dout]
+                d1, d2, dout = C.shape
+                s2 = self._slices2[p.i_in2][0]
+                ro = b["row_of"][p.i_out]
+                for v in range(p.mul2):
+                    # B[s2 + v d2 + j, ro + k, rp + v d1 + i] = C[i, j, k]
+                    B[s2 + v * d2 : s2 + (v + 1) * d2, ro : ro + dout, rp + v * d1 : rp + (v + 1) * d1] = C.permute(
+                        1, 2, 0
+                    )
+            consts[b["B_off"] : b["B_off"] + B.numel()] = B.reshape(-1)
+        for n, off in self._cg_offsets.items():
+            p = d.paths[n]
+            C = d.cg(n, scaled=True)
+            if p.mode == "uvw":
+                C = C.permute(0, 2, 1)  # [i, k, j]
+            consts[off : off + C.numel()] = C.reshape(-1)
+        return consts
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TensorProductExecutor:
+        super()._apply(fn, recurse)
+        # Keep the master constants exact (float64) on whatever device the module went to.
+        self._consts = self._build_consts().to(self._consts.device)
+        return self
+
+    # -- forward -------------------------------------------------------------------------------------
+
+    def _block1(self, x1: torch.Tensor, p: Path) -> torch.Tensor:
+        a, b = self._slices1[p.i_in1]
+        return x1[:, a:b].reshape(x1.shape[0], p.mul1, 2 * p.l1 + 1)
+
+    def _block2(self, x2: torch.Tensor, p: Path) -> torch.Tensor:
+        a, b = self._slices2[p.i_in2]
+        return x2[:, a:b].reshape(x2.shape[0], p.mul2, 2 * p.l2 + 1)
+
+    def _weight(self, w: torch.Tensor, p: Path) -> torch.Tensor:
+        s = p.weight_slice
+        if self.shared_weights:
+            return w[s.start : s.stop].reshape(p.weight_shape)
+        return w[:, s.start : s.stop].reshape((w.shape[0],) + p.weight_shape)
+
+    def _cg(self, consts: torch.Tensor, n: int) -> torch.Tensor:
+        p = self.descriptor.paths[n]
+        off = self._cg_offsets[n]
+        d1, d2, d3 = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+        C = consts[off : off + d1 * d2 * d3]
+        if p.mode == "uvw":
+            return C.reshape(d1, d3 * d2)
+        return C.reshape(d1, d2, d3)
+
+    def _generic_path(
+        self, consts: torch.Tensor, n: int, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        p = self.descriptor.paths[n]
+        Z = x1.shape[0]
+        C = self._cg(consts, n)
+        a = self._block1(x1, p)
+        b = self._block2(x2, p)
+        z = "" if self.shared_weights else "z"
+        mode = p.mode
+        if mode in ("uvu<v", "u<vw"):
+            tri = getattr(self, self._triu[p.mul1])
+            a = a[:, tri[0]]
+            b = b[:, tri[1]]
+        if p.has_weight:
+            W = self._weight(w, p)
+            eq = {
+                "uvu": f"zui,zvj,ijk,{z}uv->zuk",
+                "uvv": f"zui,zvj,ijk,{z}uv->zvk",
+                "uuw": f"zui,zuj,ijk,{z}uw->zwk",
+                "uuu": f"zui,zuj,ijk,{z}u->zuk",
+                "uvuv": f"zui,zvj,ijk,{z}uv->zuvk",
+                "uvu<v": f"zqi,zqj,ijk,{z}q->zqk",
+                "u<vw": f"zqi,zqj,ijk,{z}qw->zwk",
+            }[mode]
+            out = torch.einsum(eq, a, b, C, W)
+        else:
+            eq = {
+                "uvu": "zui,zvj,ijk->zuk",
+                "uvv": "zui,zvj,ijk->zvk",
+                "uuw": "zui,zuj,ijk->zk",
+                "uuu": "zui,zuj,ijk->zuk",
+                "uvuv": "zui,zvj,ijk->zuvk",
+                "uvu<v": "zqi,zqj,ijk->zqk",
+            }[mode]
+            out = torch.einsum(eq, a, b, C)
+        return out.reshape(Z, p.mul_out * (2 * p.l_out + 1))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x1 [Z, dim1]``, ``x2 [Z, dim2]``, ``weight [numel]`` or ``[Z, numel]`` -> ``[Z, dim_out]``."""
+        d = self.descriptor
+        Z = x1.shape[0]
+        consts = self._consts.to(x1.dtype)
+        contributions: dict[int, list[torch.Tensor]] = {}
+
+        # uvu bundles: Mt = x2 @ B (one GEMM), Xt = w * x1 (transposed, concatenated), one bmm.
+        for b in self._bundles:
+            rows, R, mul = b["rows"], b["R"], b["mul"]
+            B = consts[b["B_off"] : b["B_off"] + d.irreps_in2.dim * rows * R].reshape(d.irreps_in2.dim, rows * R)
+            Mt = (x2 @ B).reshape(Z, rows, R)
+            xs = []
+            for n in b["paths"]:
+                p = d.paths[n]
+                a = self._block1(x1, p)  # [Z, u, i]
+                W = self._weight(weight, p)  # [(Z,) u, v]
+                if self.shared_weights:
+                    W = W.unsqueeze(0)
+                if p.mul2 == 1:
+                    xs.append(a * W)
+                else:
+                    xs.append((W.unsqueeze(3) * a.unsqueeze(2)).reshape(Z, mul, p.mul2 * (2 * p.l1 + 1)))
+            # X [Z, u, r] is built contiguous (cheap copies); bmm reads it transposed through BLAS flags.
+            Xt = (xs[0] if len(xs) == 1 else torch.cat(xs, dim=2)).transpose(1, 2)
+            out_t = torch.bmm(Mt, Xt)  # [Z, rows, u]
+            for o in b["outs"]:
+                ro = b["row_of"][o]
+                dout = d.irreps_out[o].ir.dim
+                blk = out_t[:, ro : ro + dout, :].transpose(1, 2).reshape(Z, mul * dout)
+                contributions.setdefault(o, []).append(blk)
+
+        # uvw paths: contract x1 (x) x2 with C, then one GEMM per path accumulated per output block.
+        for io, ns in self._uvw.items():
+            acc = torch.empty(0)
+            first = True
+            for n in ns:
+                p = d.paths[n]
+                d1, d2, dout = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+                C = self._cg(consts, n)  # [d1, dout * d2]
+                a = self._block1(x1, p).reshape(Z * p.mul1, d1)
+                b = self._block2(x2, p)  # [Z, v, j]
+                A = (a @ C).reshape(Z, p.mul1, dout, d2).transpose(1, 2).reshape(Z, dout * p.mul1, d2)
+                T = torch.bmm(A, b.transpose(1, 2))  # [Z, dout * u, v]
+                W = self._weight(weight, p)
+                if self.shared_weights:
+                    T2 = T.reshape(Z * dout, p.mul1 * p.mul2)
+                    W2 = W.reshape(p.mul1 * p.mul2, p.mul_out)
+                    acc = T2 @ W2 if first else torch.addmm(acc, T2, W2)
+                else:
+                    T2 = T.reshape(Z, dout, p.mul1 * p.mul2)
+                    W2 = W.reshape(Z, p.mul1 * p.mul2, p.mul_out)
+                    acc = torch.bmm(T2, W2) if first else torch.baddbmm(acc, T2, W2)
+                first = False
+            p0 = d.paths[ns[0]]
+            dout = 2 * p0.l_out + 1
+            out = acc.reshape(Z, dout, p0.mul_out).transpose(1, 2).reshape(Z, p0.mul_out * dout)
+            contributions.setdefault(io, []).append(out)
+
+        for io, ns in self._generic.items():
+            for n in ns:
+                contributions.setdefault(io, []).append(self._generic_path(consts, n, x1, x2, weight))
+
+        blocks = []
+        for io, (mul, dim) in enumerate(self._out_blocks):
+            if mul * dim == 0:
+                continue
+            parts = contributions.get(io)
+            if parts is None:
+                blocks.append(x1.new_zeros(Z, mul * dim))
+            else:
+                out = parts[0]
+                for extra in parts[1:]:
+                    out = out + extra
+                blocks.append(out)
+        if not blocks:
+            return x1.new_zeros(Z, self._dim_out)
+        if len(blocks) == 1:
+            return blocks[0]
+        return torch.cat(blocks, dim=1)
