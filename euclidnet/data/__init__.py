@@ -1,0 +1,1 @@
+"""Data: synthetic point clouds with normals (shapes), extended-XYZ datasets."""
