@@ -97,7 +97,9 @@ class NequIP(torch.nn.Module):
         self.num_types = num_types
         self.r_max = float(r_max)
         self.irreps_attr = Irreps([(num_types, "0e")])
-        irreps_hidden = Irreps(irreps_hidden) if irreps_hidden is not None else hidden_irreps(num_features, lmax, parity)
+        irreps_hidden = (
+            Irreps(irreps_hidden) if irreps_hidden is not None else hidden_irreps(num_features, lmax, parity)
+        )
         self.edge = EdgeEmbedding(r_max, lmax, num_basis, cutoff_p)
         self.embedding = Linear(self.irreps_attr, Irreps([(irreps_hidden.count("0e"), "0e")]))
         layers = []

@@ -76,7 +76,9 @@ class EquivariantAttention(torch.nn.Module):
         self.num_heads = num_heads
         H = num_heads
         self.h_q = Linear(self.irreps_in, _repeat(self.irreps_query, H))
-        self.tp_k = FullyConnectedTensorProduct(self.irreps_in, self.irreps_sh, _repeat(self.irreps_key, H), shared_weights=False)
+        self.tp_k = FullyConnectedTensorProduct(
+            self.irreps_in, self.irreps_sh, _repeat(self.irreps_key, H), shared_weights=False
+        )
         self.fc_k = FullyConnectedNet([num_basis, *radial_hidden, self.tp_k.weight_numel], torch.nn.functional.silu)
         self.tp_v = FullyConnectedTensorProduct(
             self.irreps_in, self.irreps_sh, _repeat(self.irreps_value, H), shared_weights=False
@@ -161,7 +163,8 @@ class SE3Transformer(torch.nn.Module):
         self.blocks = torch.nn.ModuleList()
         for _ in range(num_layers):
             att = EquivariantAttention(
-                irreps, irreps_query, irreps_key, irreps_value, self.irreps_sh, num_heads, num_basis, tuple(radial_hidden)
+                irreps, irreps_query, irreps_key, irreps_value, self.irreps_sh, num_heads, num_basis,
+                tuple(radial_hidden),
             )
             scalars, gates, gated = gate_irreps(hidden, att.irreps_out)
             gate = Gate(

@@ -72,7 +72,7 @@ class ScalarAndNormActivation(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = []
-        for (mul, ir), s in self._slices:
+        for (_, ir), s in self._slices:
             if ir.l == 0:
                 out.append(("s", torch.nn.functional.silu(x[..., s]) if ir.p == 1 else torch.tanh(x[..., s])))
             else:
@@ -159,7 +159,9 @@ class TensorFieldNetwork(torch.nn.Module):
                 raise ValueError(f"irreps_out {Irreps(irreps_out)} cannot be reached from {irreps} with lmax={lmax}")
             tp = FullyConnectedTensorProduct(irreps, self.irreps_sh, target, shared_weights=False)
             self.convs.append(tp)
-            self.radials.append(FullyConnectedNet([num_basis, *radial_hidden, tp.weight_numel], torch.nn.functional.silu))
+            self.radials.append(
+                FullyConnectedNet([num_basis, *radial_hidden, tp.weight_numel], torch.nn.functional.silu)
+            )
             self.self_interactions.append(Linear(irreps, target))
             last = i == len(targets) - 1
             self.acts.append(torch.nn.Identity() if last else ScalarAndNormActivation(target))
