@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check euclidnet tests benchmarks scripts
 
 demo: $(STAMP)
-	$(PY) -m euclidnet.cli demo
+	$(PY) -m euclidnet.cli demo potential
 
 bench: $(STAMP)
 	$(PY) benchmarks/spherical_harmonics.py

@@ -25,7 +25,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for name, desc in sorted(available_demos().items()):
             print(f"{name:<12} {desc}")
         return 0
-    return run_demo(args.name or "selfcheck", args.demo_args)
+    return run_demo(args.name or "potential", args.demo_args)
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: list[str]) -> None:
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a demo (`euclidnet demo --list` lists them)",
         description="Run a demo by name; arguments after the name go to the demo (try `euclidnet demo NAME -h`).",
     )
-    demo.add_argument("name", nargs="?", help="which demo (default: selfcheck)")
+    demo.add_argument("name", nargs="?", help="which demo (default: potential)")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")
     demo.add_argument("--list", action="store_true", help="list the available demos")
     demo.set_defaults(func=_cmd_demo)

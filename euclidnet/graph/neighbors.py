@@ -1,8 +1,10 @@
 """Radius graphs (neighbour lists) with open, periodic and mixed boundary conditions.
 
 The default backend is a pure-torch O(N) cell-list search. ``backend="vesin"`` runs the candidate search
-in the optional ``vesin`` package instead (CPU, one call per graph); it was no faster than the torch path
-from 10^4 atoms on and is kept as an independent cross-check. Both backends end in the same final filter
+in the optional ``vesin`` package instead (CPU, one call per graph). Single-threaded it was no faster than
+the torch path from 10^4 atoms on and several times slower on batches of many small graphs, so it is
+opt-in, kept as an independent cross-check and for heavily loaded multi-threaded runs, where its own
+threads degrade less than torch's (see ``benchmarks/neighbors.py``). Both backends end in the same final filter
 (exact re-measurement of pairs near the cutoff), self-loop handling, ``max_num_neighbors`` truncation
 and sorting, so they return identical results.
 """
