@@ -23,7 +23,7 @@ import time
 import torch
 
 from euclidnet.o3.spherical_harmonics import spherical_harmonics
-from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, load_e3nn_weights
+from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, execution, load_e3nn_weights
 
 
 def sgemm_gflops() -> float:
@@ -50,7 +50,7 @@ def build(workload: str, lib: str, scale: float = 1.0, compile_e3nn: bool = Fals
         w = torch.randn(E, 352, generator=g)
         x1.requires_grad_(True), x2.requires_grad_(True), w.requires_grad_(True)
         macs = ours.descriptor.num_multiply_adds(E)
-        if lib == "ours":
+        if lib.startswith("ours"):
             mod = ours
         else:
             import e3nn.o3 as eo
@@ -67,7 +67,7 @@ def build(workload: str, lib: str, scale: float = 1.0, compile_e3nn: bool = Fals
         x1 = torch.randn(N, 448, generator=g).requires_grad_(True)
         x2 = torch.randn(N, 448, generator=g).requires_grad_(True)
         macs = ours.descriptor.num_multiply_adds(N)
-        if lib == "ours":
+        if lib.startswith("ours"):
             mod = ours
         else:
             import e3nn.o3 as eo
@@ -79,13 +79,23 @@ def build(workload: str, lib: str, scale: float = 1.0, compile_e3nn: bool = Fals
         f = torch.compile(mod) if compile_e3nn else mod
         args, params = (x1, x2), [x1, x2, mod.weight]
 
+    fused = lib != "ours_torch"  # "ours_torch": euclidnet's pure-torch plan (fused kernels switched off)
+
     def fwd():
-        with torch.no_grad():
-            return f(*args)
+        execution.FUSED_ENABLED = fused
+        try:
+            with torch.no_grad():
+                return f(*args)
+        finally:
+            execution.FUSED_ENABLED = True
 
     def fwdbwd():
-        out = f(*args)
-        return torch.autograd.grad(out.sum(), params)
+        execution.FUSED_ENABLED = fused
+        try:
+            out = f(*args)
+            return torch.autograd.grad(out.sum(), params)
+        finally:
+            execution.FUSED_ENABLED = True
 
     return fwd, fwdbwd, macs
 
@@ -126,6 +136,7 @@ def main() -> None:
     ap.add_argument("--workload", default="all", choices=["uvu", "uvw", "all"])
     ap.add_argument("--no-compile", action="store_true", help="skip e3nn under torch.compile")
     ap.add_argument("--no-e3nn", action="store_true")
+    ap.add_argument("--no-torch-path", action="store_true", help="skip euclidnet's pure-torch plan")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--min-calls", type=int, default=7)
     ap.add_argument("--max-calls", type=int, default=50)
@@ -148,6 +159,8 @@ def main() -> None:
     names = {"uvu": "tp_uvu_conv", "uvw": "tp_uvw_fc"}
     for wl in workloads:
         libs = {"ours": build(wl, "ours", a.scale)}
+        if not a.no_torch_path:
+            libs["ours_torch"] = build(wl, "ours_torch", a.scale)
         if have_e3nn:
             libs["e3nn"] = build(wl, "e3nn", a.scale)
             if not a.no_compile:
@@ -170,7 +183,7 @@ def main() -> None:
             sys.stdout.flush()
             if not a.no_memory:
                 mems = {
-                    k: peak_memory(wl, k if k == "ours" else "e3nn", mode, a.scale)
+                    k: peak_memory(wl, k if k.startswith("ours") else "e3nn", mode, a.scale)
                     for k in libs
                     if k != "e3nn_compiled"
                 }

@@ -25,8 +25,15 @@ __all__ = [
 
 def kernel_status() -> dict[str, str]:
     """``{kernel name: "available" | "disabled (...)" | "unavailable: <reason>"}``."""
+    from ._tp import tp_kernel_available, tp_kernel_error
+
     if kernels_disabled():
-        return {"spherical_harmonics": "disabled (EUCLIDNET_DISABLE_KERNELS=1)"}
-    if sh_kernel_available():
-        return {"spherical_harmonics": "available"}
-    return {"spherical_harmonics": f"unavailable: {sh_kernel_error()}"}
+        off = "disabled (EUCLIDNET_DISABLE_KERNELS=1)"
+        return {"spherical_harmonics": off, "tensor_product": off}
+    status = {}
+    for name, ok, err in (
+        ("spherical_harmonics", sh_kernel_available, sh_kernel_error),
+        ("tensor_product", tp_kernel_available, tp_kernel_error),
+    ):
+        status[name] = "available" if ok() else f"unavailable: {err()}"
+    return status

@@ -14,6 +14,14 @@ static shapes (so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace i
   weights use ``bmm``/``baddbmm`` instead.
 * every other mode (and unweighted ``uvu``): one ``einsum`` per path with the scaled CG block.
 
+Fused CPU path: when every live path is a weighted 'uvu' (per-sample or shared weights) or (opt-in,
+``euclidnet.kernels._tp.ENABLE_UVW``, not yet faster) a weighted 'uvw' with shared weights, ``forward``
+calls the compiled kernels of :mod:`euclidnet.kernels._tp` (an ``autograd.Function`` whose derivatives
+of every order run the same kernels), provided
+:func:`fused_usable` holds: CPU float32/float64 plain tensors, not under ``torch.compile``/``torch.export``/
+``torch.jit``/``torch.func``, ``EUCLIDNET_DISABLE_KERNELS`` unset and the kernels built. Otherwise the torch
+plan below runs (the two agree to round-off; ``tests/test_tp_kernels.py``).
+
 All constants (CG blocks times the path coefficients) live in one float64 buffer that is cast once per call
 to the input dtype; it is rebuilt in float64 whenever the module is moved (``.to``, ``.float()``...), so
 float64 results keep full precision whatever was done to the module before.
@@ -25,9 +33,37 @@ from typing import Any
 
 import torch
 
+from .. import kernels as _kernels
+from ..kernels import _tp as _tpk
 from .descriptor import Path, TensorProductDescriptor
 
-__all__ = ["TensorProductExecutor"]
+__all__ = ["FUSED_ENABLED", "TensorProductExecutor", "fused_usable"]
+
+#: Master switch of the fused CPU kernels (:mod:`euclidnet.kernels._tp`); ``EUCLIDNET_DISABLE_KERNELS=1``
+#: disables them at run time too.
+FUSED_ENABLED = True
+
+
+def fused_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the fused C kernels may run on these tensors (else the pure-torch plan is used)."""
+    if not FUSED_ENABLED:
+        return False
+    dtype = tensors[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        return False
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != dtype or t.layout != torch.strided:
+            return False
+        if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+            return False  # fake/functional tensors, user subclasses: generic path
+    if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    if active is not None and active():
+        return False
+    if _kernels.kernels_disabled():
+        return False
+    return _tpk.tp_kernel_available()
 
 
 class TensorProductExecutor(torch.nn.Module):
@@ -81,6 +117,8 @@ class TensorProductExecutor(torch.nn.Module):
                 self.register_buffer(name, torch.triu_indices(p.mul1, p.mul1, 1), persistent=False)
                 self._triu[p.mul1] = name
         self.register_buffer("_consts", self._build_consts(), persistent=False)
+        # Fused C kernels (CPU) when every live path is supported; see fused_usable for when they run.
+        self._fused = _tpk.make_engine(descriptor, self.shared_weights)
 
     def _plan_uvu_bundles(self, ns: list[int]) -> list[dict[str, Any]]:
         """Group weighted 'uvu' paths into bmm bundles.
@@ -230,6 +268,8 @@ class TensorProductExecutor(torch.nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x1 [Z, dim1]``, ``x2 [Z, dim2]``, ``weight [numel]`` or ``[Z, numel]`` -> ``[Z, dim_out]``."""
+        if self._fused is not None and fused_usable(x1, x2, weight):
+            return _tpk.TriLinear.apply(self._fused, 3, x1, x2, weight)
         d = self.descriptor
         Z = x1.shape[0]
         consts = self._consts.to(x1.dtype)

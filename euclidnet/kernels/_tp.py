@@ -1,0 +1,412 @@
+"""Fused CPU tensor products: ctypes bindings of :mod:`euclidnet.kernels._tp_source` and the autograd glue.
+
+A weighted tensor product is a multilinear form ``F(x1, x2, w, out)`` (slots 0, 1, 2, 3), linear in each
+slot. Its value ``out = T_3(x1, x2, w)`` and every derivative are the same kind of contraction: the gradient
+w.r.t. slot ``s`` of ``<g, T_t(...)>`` is ``T_s(...)`` with ``g`` put in slot ``t``. :class:`TriLinear` is
+one ``autograd.Function`` whose backward calls itself with permuted roles, so derivatives of any order run
+through the same (exact) kernels.
+
+Engines (which slot contraction is computed how):
+
+* :class:`UVUEngine`: every path weighted 'uvu' (per-sample or shared weights): the C kernel
+  ``euclidnet_tp_uvu`` computes all four contractions directly.
+* :class:`UVWEngine` (opt-in, :data:`ENABLE_UVW`): every path weighted 'uvw' with shared weights: the CG part
+  ``z[k,u,v] = sum_ij C_ijk x1[u,i] x2[v,j]`` (and its two adjoints) is the C kernel ``euclidnet_tp_uvwcg``,
+  the weight contraction is a GEMM (``torch.mm``, MKL/OpenBLAS). Samples are processed in blocks so the
+  intermediate ``z`` is never materialised for the whole batch (memory O(block), recomputed in backward).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Any
+
+import torch
+
+from ._build import KernelBuildError, compile_library
+from ._tp_source import source
+
+__all__ = [
+    "TriLinear",
+    "UVUEngine",
+    "UVWEngine",
+    "make_engine",
+    "tp_kernel_available",
+    "tp_kernel_error",
+]
+
+_lib: ctypes.CDLL | None = None
+_error: str | None = None
+_lock = threading.Lock()
+_MIN_SAMPLES_PER_THREAD = 32
+# The 'uvw' engine is exact (tested) but not yet faster than the torch plan on CPU (tp_uvw_fc, 1 thread CPU
+# time: 1.9x slower fwdbwd), so it is opt-in: set before building the module, or EUCLIDNET_TP_FUSED_UVW=1.
+ENABLE_UVW = os.environ.get("EUCLIDNET_TP_FUSED_UVW", "").strip().lower() in ("1", "true", "yes", "on")
+# Byte budget of the per-block intermediate of the 'uvw' engine (small blocks make the weight-gradient
+# GEMMs slow: 8 MB was 4.6x slower than 256 MB on tp_uvw_fc; the torch plan saves ~900 MB there).
+UVW_BLOCK_BYTES = 256 * 2**20
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _error
+    if _lib is not None or _error is not None:
+        return _lib
+    with _lock:
+        if _lib is not None or _error is not None:
+            return _lib
+        try:
+            lib = compile_library("euclidnet_tp", source())
+        except KernelBuildError as e:
+            _error = str(e)
+            return None
+        i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+        for sfx in ("f32", "f64"):
+            f = getattr(lib, f"euclidnet_tp_uvu_{sfx}")
+            f.argtypes = [
+                i32,
+                ptr,
+                ptr,
+                ptr,
+                ptr,
+                ptr,
+                i64,
+                i32,
+                i32,
+                i32,
+                i32,
+                i64,
+                i32,
+                ptr,
+                ptr,
+                ptr,
+                ptr,
+                i32,
+                ptr,
+                i32,
+                ptr,
+                i32,
+                i32,
+                i32,
+            ]
+            f.restype = i32
+            g = getattr(lib, f"euclidnet_tp_uvwcg_{sfx}")
+            g.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i32, i32, i32, ptr, ptr, ptr, i32, ptr, i32]
+            g.restype = i32
+        _lib = lib
+        return _lib
+
+
+def tp_kernel_available() -> bool:
+    """Whether the compiled tensor-product kernels can be used (builds them on first call)."""
+    return _load() is not None
+
+
+def tp_kernel_error() -> str | None:
+    """Why the kernels are unavailable (``None`` if available or not yet tried)."""
+    return _error
+
+
+def _sfx(dtype: torch.dtype) -> str:
+    if dtype == torch.float32:
+        return "f32"
+    if dtype == torch.float64:
+        return "f64"
+    raise TypeError(f"tensor-product kernel: dtype must be float32 or float64, got {dtype}")
+
+
+def _threads(n: int) -> int:
+    return max(1, min(torch.get_num_threads(), n // _MIN_SAMPLES_PER_THREAD))
+
+
+def _ints(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values if values else [0], dtype=torch.int32)
+
+
+def _p(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _nonzero_entries(desc: Any, n: int) -> list[tuple[int, int, int, float]]:
+    C = desc.cg(n, dtype=torch.float64, scaled=True)
+    idx = (C != 0).nonzero().tolist()
+    return [(i, j, k, float(C[i, j, k])) for i, j, k in idx]
+
+
+def _blocks(irreps: Any) -> list[int]:
+    out: list[int] = []
+    for (mul, ir), s in zip(irreps, irreps.slices()):
+        if mul * ir.dim > 0:
+            out += [s.start, mul, ir.dim]
+    return out
+
+
+class UVUEngine:
+    """All paths weighted 'uvu': the four contractions of ``F(x1, x2, w, out)`` in one C kernel."""
+
+    def __init__(self, desc: Any, live: list[int], shared_weights: bool) -> None:
+        self.shared = shared_weights
+        self.dim1, self.dim2, self.dimo = desc.irreps_in1.dim, desc.irreps_in2.dim, desc.irreps_out.dim
+        self.wnum = desc.weight_numel
+        s1, s2, so = desc.irreps_in1.slices(), desc.irreps_in2.slices(), desc.irreps_out.slices()
+        pinfo, pairs, ej, ec = [], [], [], []
+        maxbuf = maxpairs = 1
+        for n in live:
+            p = desc.paths[n]
+            d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+            groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
+            for i, j, k, c in _nonzero_entries(desc, n):
+                groups.setdefault((i, k), []).append((j, c))
+            q0 = len(pairs) // 4
+            for (i, k), ents in sorted(groups.items()):
+                e0 = len(ej)
+                for j, c in ents:
+                    ej.append(j)
+                    ec.append(c)
+                pairs += [i, k, e0, len(ej)]
+            q1 = len(pairs) // 4
+            pinfo += [
+                s1[p.i_in1].start,
+                p.mul1,
+                d1,
+                s2[p.i_in2].start,
+                p.mul2,
+                d2,
+                so[p.i_out].start,
+                do,
+                p.weight_offset,
+                q0,
+                q1,
+            ]
+            maxbuf = max(maxbuf, d1 * p.mul1)
+            maxpairs = max(maxpairs, q1 - q0)
+        self.npaths = len(live)
+        self.pinfo, self.pairs, self.ej = _ints(pinfo), _ints(pairs), _ints(ej)
+        ec64 = torch.tensor(ec if ec else [0.0], dtype=torch.float64)
+        self.ec = {torch.float64: ec64, torch.float32: ec64.float()}
+        b1, bo = _blocks(desc.irreps_in1), _blocks(desc.irreps_out)
+        self.nb1, self.b1, self.nbo, self.bo = len(b1) // 3, _ints(b1), len(bo) // 3, _ints(bo)
+        self.maxbuf, self.maxpairs = maxbuf, maxpairs
+
+    def shape(self, slot: int, n: int) -> tuple[int, ...]:
+        if slot == 2:
+            return (self.wnum,) if self.shared else (n, self.wnum)
+        return (n, (self.dim1, self.dim2, 0, self.dimo)[slot])
+
+    def contract(self, target: int, ops: list[torch.Tensor | None]) -> torch.Tensor:
+        ref = next(t for t in ops if t is not None)
+        dtype = ref.dtype
+        n = next(t.shape[0] for s, t in enumerate(ops) if t is not None and s != 2)
+        ops = [None if t is None else t.contiguous() for t in ops]
+        if target == 2 and self.shared:
+            out = torch.empty(self.wnum, dtype=dtype)
+        else:
+            out = torch.empty(self.shape(target, n), dtype=dtype)
+        if n == 0 or out.numel() == 0:
+            return out.zero_()
+        lib = _load()
+        if lib is None:
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_error}")
+        fn = getattr(lib, f"euclidnet_tp_uvu_{_sfx(dtype)}")
+        x1, x2, w, o = ops
+        rc = fn(
+            target,
+            _p(x1),
+            _p(x2),
+            _p(w),
+            _p(o),
+            out.data_ptr(),
+            n,
+            self.dim1,
+            self.dim2,
+            self.wnum,
+            self.dimo,
+            0 if self.shared else self.wnum,
+            self.npaths,
+            self.pinfo.data_ptr(),
+            self.pairs.data_ptr(),
+            self.ej.data_ptr(),
+            self.ec[dtype].data_ptr(),
+            self.nb1,
+            self.b1.data_ptr(),
+            self.nbo,
+            self.bo.data_ptr(),
+            self.maxbuf,
+            self.maxpairs,
+            _threads(n),
+        )
+        if rc != 0:
+            raise MemoryError("tensor-product kernel: out of memory for its workspace")
+        return out
+
+
+class UVWEngine:
+    """All paths weighted 'uvw' with shared weights: C kernel for the CG part, ``torch.mm`` for the weights."""
+
+    def __init__(self, desc: Any, live: list[int]) -> None:
+        self.dim1, self.dim2, self.dimo = desc.irreps_in1.dim, desc.irreps_in2.dim, desc.irreps_out.dim
+        self.wnum = desc.weight_numel
+        s1, s2, so = desc.irreps_in1.slices(), desc.irreps_in2.slices(), desc.irreps_out.slices()
+        pinfo, ent, ec = [], [], []
+        zoff = 0
+        self.paths = []  # (zoff, size, dout, m1m2, mul_out, weight slice, out block index)
+        for n in live:
+            p = desc.paths[n]
+            d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+            e0 = len(ec)
+            for i, j, k, c in _nonzero_entries(desc, n):
+                ent += [i, j, k]
+                ec.append(c)
+            pinfo += [s1[p.i_in1].start, p.mul1, d1, s2[p.i_in2].start, p.mul2, d2, zoff, do, e0, len(ec)]
+            size = do * p.mul1 * p.mul2
+            ws = p.weight_slice
+            self.paths.append((zoff, size, do, p.mul1 * p.mul2, p.mul_out, (ws.start, ws.stop), p.i_out))
+            zoff += size
+        self.zper = zoff
+        self.npaths = len(live)
+        self.pinfo, self.ent = _ints(pinfo), _ints(ent)
+        ec64 = torch.tensor(ec if ec else [0.0], dtype=torch.float64)
+        self.ec = {torch.float64: ec64, torch.float32: ec64.float()}
+        b2 = _blocks(desc.irreps_in2)
+        self.nb2, self.b2 = len(b2) // 3, _ints(b2)
+        # output blocks: (start, mul, dim, [path indices])
+        self.outs = []
+        for io, ((mul, ir), s) in enumerate(zip(desc.irreps_out, so)):
+            ps = [q for q, info in enumerate(self.paths) if info[6] == io]
+            self.outs.append((s.start, mul, ir.dim, ps))
+
+    def shape(self, slot: int, n: int) -> tuple[int, ...]:
+        if slot == 2:
+            return (self.wnum,)
+        return (n, (self.dim1, self.dim2, 0, self.dimo)[slot])
+
+    def _cg(self, target: int, x1: Any, x2: Any, z: Any, tgt: torch.Tensor, n: int, dtype: torch.dtype) -> None:
+        lib = _load()
+        if lib is None:
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_error}")
+        fn = getattr(lib, f"euclidnet_tp_uvwcg_{_sfx(dtype)}")
+        rc = fn(
+            target,
+            _p(x1),
+            _p(x2),
+            _p(z),
+            tgt.data_ptr(),
+            n,
+            self.dim1,
+            self.dim2,
+            self.npaths,
+            self.pinfo.data_ptr(),
+            self.ent.data_ptr(),
+            self.ec[dtype].data_ptr(),
+            self.nb2,
+            self.b2.data_ptr(),
+            _threads(n),
+        )
+        if rc != 0:
+            raise MemoryError("tensor-product kernel: out of memory for its workspace")
+
+    def _go_blocks(self, go: torch.Tensor) -> list[torch.Tensor | None]:
+        """``go [B, dimo]`` -> per output block ``[B * dout, mul_out]`` (k-major rows)."""
+        B = go.shape[0]
+        res: list[torch.Tensor | None] = []
+        for start, mul, dim, ps in self.outs:
+            if not ps:
+                res.append(None)
+                continue
+            blk = go[:, start : start + mul * dim].reshape(B, mul, dim).transpose(1, 2)
+            res.append(blk.reshape(B * dim, mul))
+        return res
+
+    def contract(self, target: int, ops: list[torch.Tensor | None]) -> torch.Tensor:
+        ref = next(t for t in ops if t is not None)
+        dtype = ref.dtype
+        n = next(t.shape[0] for s, t in enumerate(ops) if t is not None and s != 2)
+        x1, x2, W, go = [None if t is None else t.contiguous() for t in ops]
+        if target == 2:
+            out = torch.zeros(self.wnum, dtype=dtype)
+        else:
+            out = torch.zeros(self.shape(target, n), dtype=dtype)
+        if n == 0 or out.numel() == 0 or self.zper == 0:
+            return out
+        B = max(1, min(n, UVW_BLOCK_BYTES // (self.zper * ref.element_size())))
+        zbuf = torch.empty(B * self.zper, dtype=dtype)
+        for b0 in range(0, n, B):
+            b1 = min(n, b0 + B)
+            nb = b1 - b0
+            zb = zbuf[: nb * self.zper]
+
+            def zview(q: int, zb: torch.Tensor = zb, nb: int = nb) -> torch.Tensor:
+                zoff, size, dout, m1m2 = self.paths[q][:4]
+                return zb[zoff * nb : (zoff + size) * nb].view(nb * dout, m1m2)
+
+            if target in (2, 3):
+                self._cg(2, x1[b0:b1], x2[b0:b1], None, zb, nb, dtype)
+            if target == 3:
+                for start, mul, dim, ps in self.outs:
+                    if not ps:
+                        continue
+                    acc = None
+                    for q in ps:
+                        _, _, dout, m1m2, mo, (w0, w1), _ = self.paths[q]
+                        Wq = W[w0:w1].view(m1m2, mo)
+                        acc = torch.mm(zview(q), Wq) if acc is None else torch.addmm(acc, zview(q), Wq)
+                    out[b0:b1, start : start + mul * dim].view(nb, mul, dim).copy_(
+                        acc.view(nb, dim, mul).transpose(1, 2)
+                    )
+            else:
+                gob = self._go_blocks(go[b0:b1])
+                if target == 2:
+                    for q, (_, _, _dout, m1m2, mo, (w0, w1), io) in enumerate(self.paths):
+                        gW = out[w0:w1].view(m1m2, mo)
+                        gW.addmm_(zview(q).t(), gob[io])
+                else:
+                    for q, (_, _, _dout, m1m2, mo, (w0, w1), io) in enumerate(self.paths):
+                        torch.mm(gob[io], W[w0:w1].view(m1m2, mo).t(), out=zview(q))
+                    if target == 0:
+                        self._cg(0, None, x2[b0:b1], zb, out[b0:b1], nb, dtype)
+                    else:
+                        self._cg(1, x1[b0:b1], None, zb, out[b0:b1], nb, dtype)
+        return out
+
+
+def make_engine(desc: Any, shared_weights: bool) -> UVUEngine | UVWEngine | None:
+    """An engine for ``desc`` if all its live paths are supported (weighted 'uvu', or weighted 'uvw' with
+    shared weights when :data:`ENABLE_UVW`), else ``None``."""
+    live = [n for n, p in enumerate(desc.paths) if not p.is_empty]
+    if not live:
+        return None
+    modes = {(desc.paths[n].mode, desc.paths[n].has_weight) for n in live}
+    if modes == {("uvu", True)}:
+        return UVUEngine(desc, live, shared_weights)
+    if modes == {("uvw", True)} and shared_weights and ENABLE_UVW:
+        return UVWEngine(desc, live)
+    return None
+
+
+class TriLinear(torch.autograd.Function):
+    """``T_target`` of an engine's multilinear form; ``a, b, c`` fill the other slots in order (x1, x2, w,
+    out). Its backward is itself with the roles permuted, so it is differentiable to any order."""
+
+    @staticmethod
+    def forward(ctx: Any, engine: Any, target: int, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        ctx.engine, ctx.target = engine, target
+        ctx.save_for_backward(a, b, c)
+        ops: list[torch.Tensor | None] = [a, b, c]
+        ops.insert(target, None)
+        with torch.no_grad():
+            return engine.contract(target, ops)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        ops: list[torch.Tensor | None] = list(ctx.saved_tensors)
+        ops.insert(ctx.target, g)
+        grads: list[torch.Tensor | None] = []
+        slots = [s for s in range(4) if s != ctx.target]
+        for idx, s in enumerate(slots):
+            if ctx.needs_input_grad[2 + idx]:
+                others = [ops[r] for r in range(4) if r != s]
+                grads.append(TriLinear.apply(ctx.engine, s, *others))
+            else:
+                grads.append(None)
+        return (None, None, *grads)

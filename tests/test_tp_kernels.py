@@ -1,0 +1,288 @@
+"""Fused CPU tensor-product kernels (euclidnet.kernels._tp): equal to the pure-torch plan to round-off for
+values and derivatives of every order, and dispatched only when they may run."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import euclidnet.tp.execution as ex
+from euclidnet.kernels import _tp as K
+from euclidnet.o3.irreps import Irreps
+from euclidnet.o3.spherical_harmonics import spherical_harmonics
+from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, TensorProduct
+
+pytestmark = pytest.mark.skipif(not K.tp_kernel_available(), reason=f"no TP kernel: {K.tp_kernel_error()}")
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _enable_uvw(monkeypatch):
+    """The 'uvw' engine is opt-in (not yet faster); these tests check its exactness."""
+    monkeypatch.setattr(K, "ENABLE_UVW", True)
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _rand_irreps(rng: random.Random, lmax: int = 3, nblocks: int = 4) -> str:
+    blocks = []
+    for _ in range(nblocks):
+        l = rng.randint(0, lmax)
+        p = rng.choice(["e", "o"])
+        blocks.append(f"{rng.randint(1, 5)}x{l}{p}")
+    return "+".join(blocks)  # unsorted, may repeat (l, p)
+
+
+def _rand_tp(seed: int, mode: str, shared: bool) -> TensorProduct:
+    rng = random.Random(seed)
+    while True:
+        i1, i2 = Irreps(_rand_irreps(rng)), Irreps(_rand_irreps(rng, nblocks=3))
+        out_blocks = []
+        ins = []
+        for a, (m1, ir1) in enumerate(i1):
+            for b, (_, ir2) in enumerate(i2):
+                for ir in ir1 * ir2:
+                    if rng.random() < 0.6:
+                        mo = m1 if mode == "uvu" else rng.randint(1, 5)
+                        out_blocks.append(f"{mo}x{ir}")
+                        pw = rng.choice([1.0, 0.5, 2.5])
+                        ins.append((a, b, len(out_blocks) - 1, mode, True, pw))
+        if ins:
+            # a repeated output block fed by two paths (exercises accumulation and fan-in)
+            a, b, o = ins[0][:3]
+            if mode == "uvw":
+                ins.append((a, b, o, mode, True, 0.7))
+            return TensorProduct(i1, i2, "+".join(out_blocks), ins, shared_weights=shared)
+
+
+def _run(tp: TensorProduct, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor | None, fused: bool, order: int = 2):
+    """Value, first derivatives (all operands) and a second-order quantity, with one path forced."""
+    old = ex.FUSED_ENABLED
+    ex.FUSED_ENABLED = fused
+    try:
+        ins = [x1, x2] + ([w] if w is not None else [tp.weight])
+        out = tp(x1, x2, w) if w is not None else tp(x1, x2)
+        g = torch.Generator().manual_seed(7)
+        cot = torch.randn(out.shape, generator=g, dtype=out.dtype)
+        res = [out.detach()]
+        if order == 0:
+            return res
+        grads = torch.autograd.grad((out * cot).sum(), ins, create_graph=order > 1)
+        res += [gr.detach() for gr in grads]
+        if order > 1:
+            s = sum((gr.sin() * (k + 1)).sum() for k, gr in enumerate(grads))
+            res += [gr.detach() for gr in torch.autograd.grad(s, ins)]
+        return res
+    finally:
+        ex.FUSED_ENABLED = old
+
+
+def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float) -> None:
+    for n, (p, q) in enumerate(zip(a, b)):
+        assert p.shape == q.shape, (n, p.shape, q.shape)
+        if q.numel() == 0:
+            continue
+        scale = q.abs().max().clamp_min(1e-30)
+        err = ((p - q).abs().max() / scale).item()
+        assert err <= tol, f"quantity {n}: relative error {err:.2e} > {tol:.0e}"
+
+
+def _inputs(tp: TensorProduct, Z: int, dtype: torch.dtype, shared: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.randn(Z, tp.irreps_in1.dim, generator=g, dtype=dtype, requires_grad=True)
+    x2 = torch.randn(Z, tp.irreps_in2.dim, generator=g, dtype=dtype, requires_grad=True)
+    w = None if shared else torch.randn(Z, tp.weight_numel, generator=g, dtype=dtype, requires_grad=True)
+    return x1, x2, w
+
+
+CASES = [(mode, shared, seed) for mode, shared in (("uvu", False), ("uvu", True), ("uvw", True)) for seed in range(3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode,shared,seed", CASES)
+def test_fused_equals_torch_path(mode, shared, seed, dtype):
+    tp = _rand_tp(seed, mode, shared).to(dtype)
+    assert tp._exec._fused is not None
+    x1, x2, w = _inputs(tp, 13, dtype, shared, seed)
+    _assert_close(_run(tp, x1, x2, w, True), _run(tp, x1, x2, w, False), TOL[dtype])
+
+
+def _small_tp(mode: str, shared: bool) -> TensorProduct:
+    i1, i2 = Irreps("2x0e+1x1o+1x2e"), Irreps("1x1o+1x0e")
+    out = Irreps("2x0e+1x1o+2x1o+1x2e+1x3o+1x1e")
+    ins = []
+    for a, (m1, ir1) in enumerate(i1):
+        for b, (_, ir2) in enumerate(i2):
+            for c, (mo, ir) in enumerate(out):
+                if ir in list(ir1 * ir2) and (mode == "uvw" or mo == m1):
+                    ins.append((a, b, c, mode, True, 1.5 if c % 2 else 1.0))
+    return TensorProduct(i1, i2, out, ins, shared_weights=shared).to(F64)
+
+
+@pytest.mark.parametrize("mode,shared", [("uvu", False), ("uvu", True), ("uvw", True)])
+def test_gradgradcheck(mode, shared):
+    tp = _small_tp(mode, shared)
+    assert tp._exec._fused is not None
+    x1, x2, w = _inputs(tp, 2, F64, shared)
+    if shared:
+        w = torch.randn(tp.weight_numel, dtype=F64, requires_grad=True)
+
+    def f(a, b, c):
+        assert ex.fused_usable(a, b, c)
+        return tp._exec(a, b, c)  # the executor: the fused path with explicit (also shared) weights
+
+    assert torch.autograd.gradcheck(f, (x1, x2, w))
+    assert torch.autograd.gradgradcheck(f, (x1, x2, w))
+
+
+def test_zero_batch_and_noncontiguous():
+    for mode, shared in (("uvu", False), ("uvu", True), ("uvw", True)):
+        tp = _small_tp(mode, shared)
+        x1, x2, w = _inputs(tp, 0, F64, shared)
+        a = _run(tp, x1, x2, w, True)
+        b = _run(tp, x1, x2, w, False)
+        _assert_close(a, b, 0.0)
+        # non-contiguous inputs
+        g = torch.Generator().manual_seed(5)
+        X1 = torch.randn(tp.irreps_in1.dim, 9, generator=g, dtype=F64).t().requires_grad_(True)
+        X2 = torch.randn(9, 2 * tp.irreps_in2.dim, generator=g, dtype=F64)[:, ::2].requires_grad_(True)
+        W = None if shared else torch.randn(tp.weight_numel, 9, generator=g, dtype=F64).t().requires_grad_(True)
+        _assert_close(_run(tp, X1, X2, W, True), _run(tp, X1, X2, W, False), TOL[F64])
+
+
+def test_broadcast_batch_dims():
+    tp = ChannelwiseTensorProduct("3x0e+2x1o+2x2e", "0e+1o+2e", "3x0e+2x1o+2x2e").to(F64)
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(4, 1, tp.irreps_in1.dim, generator=g, dtype=F64)
+    x2 = torch.randn(1, 5, 9, generator=g, dtype=F64)
+    w = torch.randn(4, 5, tp.weight_numel, generator=g, dtype=F64)
+    _assert_close(_run(tp, x1, x2, w, True, 0), _run(tp, x1, x2, w, False, 0), TOL[F64])
+
+
+def test_force_training_double_backward():
+    """E = sum of a uvu convolution over edges of SH(r_ij); loss on forces -dE/dpos; grads of the
+    parameters (a double backward through the kernel) agree between the fused and the torch path."""
+    torch.manual_seed(0)
+    irr = "4x0e+3x1o+2x2e"
+    conv = ChannelwiseTensorProduct(irr, "0e+1o+2e", irr).to(F64)
+    lin = FullyConnectedTensorProduct(irr, "0e", "2x0e").to(F64)
+    g = torch.Generator().manual_seed(1)
+    pos0 = torch.randn(6, 3, generator=g, dtype=F64)
+    feats = Irreps(irr).randn(6, generator=g, dtype=F64)
+    radial = torch.nn.Linear(1, conv.weight_numel).to(F64)
+    src, dst = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2]), torch.tensor([1, 2, 3, 4, 5, 0, 3, 5])
+
+    def loss(fused: bool):
+        old = ex.FUSED_ENABLED
+        ex.FUSED_ENABLED = fused
+        try:
+            pos = pos0.clone().requires_grad_(True)
+            vec = pos[src] - pos[dst]
+            sh = spherical_harmonics([0, 1, 2], vec, True, "component")
+            w = radial(vec.norm(dim=1, keepdim=True))
+            msg = conv(feats[src], sh, w)
+            node = torch.zeros(6, msg.shape[1], dtype=F64).index_add(0, dst, msg)
+            E = lin(node, torch.ones(6, 1, dtype=F64)).sum()
+            forces = -torch.autograd.grad(E, pos, create_graph=True)[0]
+            L = (forces**2).sum()
+            params = list(radial.parameters()) + [lin.weight]
+            return [L.detach()] + [p.detach() for p in torch.autograd.grad(L, params)]
+        finally:
+            ex.FUSED_ENABLED = old
+
+    _assert_close(loss(True), loss(False), 1e-11)
+
+
+def test_dispatch(monkeypatch):
+    calls = []
+    orig = K.TriLinear.apply
+
+    def spy(*a):
+        calls.append(a[1])
+        return orig(*a)
+
+    monkeypatch.setattr(K.TriLinear, "apply", spy)
+    tp = ChannelwiseTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o")
+    x1, x2, w = _inputs(tp, 5, torch.float32, False)
+    ref = tp(x1, x2, w)
+    assert calls == [3]
+    # the environment variable disables the kernels
+    monkeypatch.setenv("EUCLIDNET_DISABLE_KERNELS", "1")
+    calls.clear()
+    out = tp(x1, x2, w)
+    assert calls == []
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    monkeypatch.delenv("EUCLIDNET_DISABLE_KERNELS")
+    # unsupported dtype / modes take the torch path
+    calls.clear()
+    tp.to(torch.float16)  # constants stay exact; float16 is not a kernel dtype
+    tp.float()
+    full = TensorProduct("2x0e+2x1o", "2x0e", "2x0e+2x1o", [(0, 0, 0, "uvu", True), (1, 0, 1, "uuu", False)])
+    assert full._exec._fused is None
+    per_sample_uvw = TensorProduct("2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True)], shared_weights=False)
+    assert per_sample_uvw._exec._fused is None
+    monkeypatch.setattr(K, "ENABLE_UVW", False)  # the default: 'uvw' takes the torch plan
+    assert FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")._exec._fused is None
+    monkeypatch.setattr(K, "ENABLE_UVW", True)
+    # under torch.compile the torch plan is traced
+    compiled = torch.compile(tp, backend="eager", fullgraph=True)
+    calls.clear()
+    out = compiled(x1, x2, w)
+    assert calls == []
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def _e3nn_case(name: str, Z: int):
+    g = torch.Generator().manual_seed(0)
+    if name == "uvu":
+        i1, i2 = "32x0e+32x1o+32x2e", "1x0e+1x1o+1x2e"
+        ours = ChannelwiseTensorProduct(i1, i2, i1)
+        x1 = torch.randn(Z, 288, generator=g)
+        x2 = spherical_harmonics([0, 1, 2], torch.randn(Z, 3, generator=g), True, "component")
+        w = torch.randn(Z, 352, generator=g)
+        return ours, (x1, x2, w)
+    irr = "64x0e+64x1o+64x1e"
+    ours = FullyConnectedTensorProduct(irr, irr, irr)
+    return ours, (torch.randn(Z, 448, generator=g), torch.randn(Z, 448, generator=g))
+
+
+@pytest.mark.parametrize("name", ["uvu", "uvw"])
+def test_equals_e3nn_on_workloads(name):
+    eo = pytest.importorskip("e3nn.o3")
+    ours, args = _e3nn_case(name, 6)
+    if name == "uvu":
+        theirs = eo.TensorProduct(
+            *[str(i) for i in (ours.irreps_in1, ours.irreps_in2, ours.irreps_out)],
+            ours.instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+    else:
+        theirs = eo.FullyConnectedTensorProduct("64x0e+64x1o+64x1e", "64x0e+64x1o+64x1e", "64x0e+64x1o+64x1e")
+        with torch.no_grad():
+            theirs.weight.copy_(ours.weight)
+    args = [a.double().requires_grad_(True) for a in args]
+    ours.double(), theirs.double()
+    assert ours._exec._fused is not None and ex.fused_usable(*args)
+    out = ours(*args)
+    ref = theirs(*args)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    params_o = list(args) + ([ours.weight] if name == "uvw" else [])
+    params_t = list(args) + ([theirs.weight] if name == "uvw" else [])
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    go = torch.autograd.grad((out * cot).sum(), params_o)
+    gt = torch.autograd.grad((ref * cot).sum(), params_t)
+    for a, b in zip(go, gt):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["uvu", "uvw"])
+def test_workloads_float32_fused_vs_torch(name):
+    ours, args = _e3nn_case(name, 300)
+    args = [a.requires_grad_(True) for a in args]
+    x1, x2 = args[:2]
+    w = args[2] if name == "uvu" else None
+    _assert_close(_run(ours, x1, x2, w, True, 1), _run(ours, x1, x2, w, False, 1), 1e-5)
