@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["KernelBuildError", "compile_library", "cache_dir", "compiler_flags"]
@@ -140,3 +141,34 @@ def compile_library(name: str, source: str) -> ctypes.CDLL:
             return ctypes.CDLL(str(target))
         except OSError as e:
             raise KernelBuildError(f"cannot load {target}: {e}") from e
+
+
+class LazyLibrary:
+    """A kernel library built and loaded on first use, once per process (thread-safe).
+
+    ``declare(lib)`` sets the ctypes signatures. A build failure is remembered: :meth:`get` then returns
+    ``None`` and :attr:`error` says why, so callers fall back to their pure-torch paths.
+    """
+
+    def __init__(self, name: str, source: Callable[[], str], declare: Callable[[ctypes.CDLL], None]) -> None:
+        self.name = name
+        self._source = source
+        self._declare = declare
+        self._lib: ctypes.CDLL | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ctypes.CDLL | None:
+        if self._lib is not None or self.error is not None:
+            return self._lib
+        with self._lock:
+            if self._lib is not None or self.error is not None:
+                return self._lib
+            try:
+                lib = compile_library(self.name, self._source())
+            except KernelBuildError as e:
+                self.error = str(e)
+                return None
+            self._declare(lib)
+            self._lib = lib
+            return lib

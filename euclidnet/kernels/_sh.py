@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 
 import torch
 
-from ._build import KernelBuildError, compile_library
+from ._build import KernelBuildError, LazyLibrary
 from ._sh_source import source
 
 __all__ = ["kernels_disabled", "sh_kernel_available", "sh_kernel_error", "sh_forward", "sh_backward"]
 
-_lib: ctypes.CDLL | None = None
-_error: str | None = None
-_lock = threading.Lock()
 # Below this many points a single thread is faster than starting others.
 _MIN_POINTS_PER_THREAD = 4096
 
@@ -25,28 +21,22 @@ def kernels_disabled() -> bool:
     return os.environ.get("EUCLIDNET_DISABLE_KERNELS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    for sfx in ("f32", "f64"):
+        f = getattr(lib, f"euclidnet_sh_forward_{sfx}")
+        f.argtypes = [ptr, i64, i32, ptr, ptr, ptr, i32, i32, i32, ptr, i32]
+        f.restype = i32
+        b = getattr(lib, f"euclidnet_sh_backward_{sfx}")
+        b.argtypes = [ptr, i64, i32, ptr, ptr, ptr, i32, i32, i32, ptr, i64, i64, ptr, i32]
+        b.restype = i32
+
+
+_LIBRARY = LazyLibrary("euclidnet_sh", source, _declare)
+
+
 def _load() -> ctypes.CDLL | None:
-    global _lib, _error
-    if _lib is not None or _error is not None:
-        return _lib
-    with _lock:
-        if _lib is not None or _error is not None:
-            return _lib
-        try:
-            lib = compile_library("euclidnet_sh", source())
-        except KernelBuildError as e:
-            _error = str(e)
-            return None
-        i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-        for sfx in ("f32", "f64"):
-            f = getattr(lib, f"euclidnet_sh_forward_{sfx}")
-            f.argtypes = [ptr, i64, i32, ptr, ptr, ptr, i32, i32, i32, ptr, i32]
-            f.restype = i32
-            b = getattr(lib, f"euclidnet_sh_backward_{sfx}")
-            b.argtypes = [ptr, i64, i32, ptr, ptr, ptr, i32, i32, i32, ptr, i64, i64, ptr, i32]
-            b.restype = i32
-        _lib = lib
-        return _lib
+    return _LIBRARY.get()
 
 
 def sh_kernel_available() -> bool:
@@ -56,7 +46,7 @@ def sh_kernel_available() -> bool:
 
 def sh_kernel_error() -> str | None:
     """Why the kernel is unavailable (``None`` if it is available or not yet tried)."""
-    return _error
+    return _LIBRARY.error
 
 
 class _Plan:
@@ -108,7 +98,7 @@ def sh_forward(x: torch.Tensor, ls: list[int], scales: list[float], normalize: b
     """
     lib = _load()
     if lib is None:
-        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_error}")
+        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_LIBRARY.error}")
     x = x.contiguous()
     plan = _plan(ls, scales)
     n = x.shape[0]
@@ -130,7 +120,7 @@ def sh_backward(
     may have any strides (e.g. the stride-0 tensor of ``y.sum()``'s gradient)."""
     lib = _load()
     if lib is None:
-        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_error}")
+        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_LIBRARY.error}")
     x = x.contiguous()
     plan = _plan(ls, scales)
     n = x.shape[0]

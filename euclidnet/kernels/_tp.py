@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 from typing import Any
 
 import torch
 
-from ._build import KernelBuildError, compile_library
+from ._build import KernelBuildError, LazyLibrary
 from ._tp_source import source
 
 __all__ = [
@@ -37,9 +36,6 @@ __all__ = [
     "tp_kernel_error",
 ]
 
-_lib: ctypes.CDLL | None = None
-_error: str | None = None
-_lock = threading.Lock()
 _MIN_SAMPLES_PER_THREAD = 32
 # The 'uvw' engine is exact (tested) but not yet faster than the torch plan on CPU (tp_uvw_fc, 1 thread CPU
 # time: 1.9x slower fwdbwd), so it is opt-in: set before building the module, or EUCLIDNET_TP_FUSED_UVW=1.
@@ -49,53 +45,47 @@ ENABLE_UVW = os.environ.get("EUCLIDNET_TP_FUSED_UVW", "").strip().lower() in ("1
 UVW_BLOCK_BYTES = 256 * 2**20
 
 
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+    for sfx in ("f32", "f64"):
+        f = getattr(lib, f"euclidnet_tp_uvu_{sfx}")
+        f.argtypes = [
+            i32,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            i64,
+            i32,
+            i32,
+            i32,
+            i32,
+            i64,
+            i32,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            i32,
+            ptr,
+            i32,
+            ptr,
+            i32,
+            i32,
+            i32,
+        ]
+        f.restype = i32
+        g = getattr(lib, f"euclidnet_tp_uvwcg_{sfx}")
+        g.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i32, i32, i32, ptr, ptr, ptr, i32, ptr, i32]
+        g.restype = i32
+
+
+_LIBRARY = LazyLibrary("euclidnet_tp", source, _declare)
+
+
 def _load() -> ctypes.CDLL | None:
-    global _lib, _error
-    if _lib is not None or _error is not None:
-        return _lib
-    with _lock:
-        if _lib is not None or _error is not None:
-            return _lib
-        try:
-            lib = compile_library("euclidnet_tp", source())
-        except KernelBuildError as e:
-            _error = str(e)
-            return None
-        i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-        for sfx in ("f32", "f64"):
-            f = getattr(lib, f"euclidnet_tp_uvu_{sfx}")
-            f.argtypes = [
-                i32,
-                ptr,
-                ptr,
-                ptr,
-                ptr,
-                ptr,
-                i64,
-                i32,
-                i32,
-                i32,
-                i32,
-                i64,
-                i32,
-                ptr,
-                ptr,
-                ptr,
-                ptr,
-                i32,
-                ptr,
-                i32,
-                ptr,
-                i32,
-                i32,
-                i32,
-            ]
-            f.restype = i32
-            g = getattr(lib, f"euclidnet_tp_uvwcg_{sfx}")
-            g.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i32, i32, i32, ptr, ptr, ptr, i32, ptr, i32]
-            g.restype = i32
-        _lib = lib
-        return _lib
+    return _LIBRARY.get()
 
 
 def tp_kernel_available() -> bool:
@@ -105,7 +95,7 @@ def tp_kernel_available() -> bool:
 
 def tp_kernel_error() -> str | None:
     """Why the kernels are unavailable (``None`` if available or not yet tried)."""
-    return _error
+    return _LIBRARY.error
 
 
 def _sfx(dtype: torch.dtype) -> str:
@@ -207,7 +197,7 @@ class UVUEngine:
             return out.zero_()
         lib = _load()
         if lib is None:
-            raise KernelBuildError(f"tensor-product kernel unavailable: {_error}")
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
         fn = getattr(lib, f"euclidnet_tp_uvu_{_sfx(dtype)}")
         x1, x2, w, o = ops
         rc = fn(
@@ -284,7 +274,7 @@ class UVWEngine:
     def _cg(self, target: int, x1: Any, x2: Any, z: Any, tgt: torch.Tensor, n: int, dtype: torch.dtype) -> None:
         lib = _load()
         if lib is None:
-            raise KernelBuildError(f"tensor-product kernel unavailable: {_error}")
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
         fn = getattr(lib, f"euclidnet_tp_uvwcg_{_sfx(dtype)}")
         rc = fn(
             target,
