@@ -19,24 +19,13 @@ import sys
 import time
 
 import torch
+from _common import sgemm_gflops  # noqa: E402  (sibling module of this script)
 
 from euclidnet.o3.irreps import Irreps
 from euclidnet.o3.linear import Linear
 
 IRREPS = "128x0e+64x1o+32x2e"
 N = 10000
-
-
-def sgemm_gflops() -> float:
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    for _ in range(2):
-        a @ b
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        a @ b
-        ts.append(time.perf_counter() - t)
-    return 2 * 1024**3 / statistics.median(ts) / 1e9
 
 
 def build(lib: str, compile_e3nn: bool = False):

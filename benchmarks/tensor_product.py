@@ -21,21 +21,10 @@ import sys
 import time
 
 import torch
+from _common import sgemm_gflops  # noqa: E402  (sibling module of this script)
 
 from euclidnet.o3.spherical_harmonics import spherical_harmonics
 from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, execution, load_e3nn_weights
-
-
-def sgemm_gflops() -> float:
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    for _ in range(2):
-        a @ b
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        a @ b
-        ts.append(time.perf_counter() - t)
-    return 2 * 1024**3 / statistics.median(ts) / 1e9
 
 
 def build(workload: str, lib: str, scale: float = 1.0, compile_e3nn: bool = False):
