@@ -342,6 +342,54 @@ def test_kernel_backward_with_expanded_grad():
     assert torch.allclose(gk, gt, atol=1e-12)
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_specialised_kernels_match_generic_and_torch(dtype, normalize):
+    """Requests of all degrees 0..L (small L) run generated straight-line code; any other request the generic
+    worker. Each degree's values agree to round-off either way (same recursion; the compiler may fuse
+    multiply-adds differently), and the gradients (any strides of the incoming gradient) agree with the
+    generic worker and pure torch."""
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(1003, 3, generator=g, dtype=dtype)  # not a multiple of the block size
+    x[5] = 0.0  # the zero vector (clamped norm)
+    for L in range(9):
+        full = list(range(L + 1))
+        for normalization in ("component", "norm", "integral"):
+            xs = x.clone().requires_grad_()
+            y = spherical_harmonics(full, xs, normalize=normalize, normalization=normalization)
+            for l in full:  # a single degree never takes the specialised path when L > 0 ...
+                yl = spherical_harmonics([l, 0] if l else [0, 0], x, normalize=normalize, normalization=normalization)
+                # solid harmonics (normalize=False) grow like |x|^l: compare relative to each row's size
+                ref = yl[:, : 2 * l + 1]
+                rscale = ref.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+                vtol = 1e-13 if dtype == torch.float64 else 2e-6
+                assert ((y[:, l * l : (l + 1) ** 2].detach() - ref).abs() / rscale).max() <= vtol, (L, l)
+            if L == 0:
+                continue  # a constant: no gradient graph
+            gouts = [
+                torch.randn(y.shape, generator=g, dtype=dtype),
+                torch.randn(y.shape[1], 2 * y.shape[0], generator=g, dtype=dtype).T[::2],  # strided rows/cols
+                torch.ones(1, 1, dtype=dtype).expand(y.shape),  # stride 0, as from y.sum()
+            ]
+            for gout in gouts:
+                (gk,) = torch.autograd.grad(y, xs, gout, retain_graph=True)
+                # ... nor does the same request in another order (generic worker), nor the pure-torch path
+                perm = full[::-1]
+                xr = x.clone().requires_grad_()
+                yr = spherical_harmonics(perm, xr, normalize=normalize, normalization=normalization)
+                gperm = torch.cat([gout[:, l * l : (l + 1) ** 2] for l in perm], dim=1)
+                (gg,) = torch.autograd.grad(yr, xr, gperm)
+                xt = x.clone().requires_grad_()
+                yt = _torch_path(spherical_harmonics, full, xt, normalize=normalize, normalization=normalization)
+                (gt,) = torch.autograd.grad(yt, xt, gout)
+                scale = gt.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+                # float32: sums of up to 2 (L + 1)^2 terms with cancellation, relative to the row's largest
+                tol = 1e-11 if dtype == torch.float64 else 1e-3
+                assert ((gk - gg).abs() / scale).max() <= tol, (L, normalization)
+                assert ((gk - gt).abs() / scale).max() <= tol, (L, normalization)
+
+
 def test_kernel_used_only_when_allowed(monkeypatch):
     from euclidnet.o3.spherical_harmonics import _kernel_usable
 
@@ -445,7 +493,8 @@ def test_module_and_ls_forms(path):
     assert spherical_harmonics([], x).shape == (30, 0)
     y = spherical_harmonics([3, 0, 3], x)
     full = spherical_harmonics([0, 1, 2, 3], x)
-    assert torch.equal(y, torch.cat([full[:, 9:16], full[:, :1], full[:, 9:16]], 1))
+    # [3, 0, 3] runs the generic kernel worker, [0, 1, 2, 3] a specialised one: equal up to round-off
+    torch.testing.assert_close(y, torch.cat([full[:, 9:16], full[:, :1], full[:, 9:16]], 1), rtol=1e-13, atol=1e-13)
 
 
 def test_compile_cache_is_reused(tmp_path, monkeypatch):

@@ -83,12 +83,22 @@ def _threads(n: int) -> int:
     return max(1, min(torch.get_num_threads(), n // _MIN_POINTS_PER_THREAD))
 
 
-def _suffix(dtype: torch.dtype) -> str:
-    if dtype == torch.float32:
-        return "f32"
-    if dtype == torch.float64:
-        return "f64"
-    raise TypeError(f"spherical-harmonics kernel: dtype must be float32 or float64, got {dtype}")
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
+
+
+def _function(kind: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
+    """The C entry point ``euclidnet_sh_{kind}_{f32|f64}`` (looked up once: getattr on a CDLL is slow)."""
+    fn = _functions.get((kind, dtype))
+    if fn is None:
+        sfx = _SUFFIX.get(dtype)
+        if sfx is None:
+            raise TypeError(f"spherical-harmonics kernel: dtype must be float32 or float64, got {dtype}")
+        lib = _load()
+        if lib is None:
+            raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_LIBRARY.error}")
+        fn = _functions[(kind, dtype)] = getattr(lib, f"euclidnet_sh_{kind}_{sfx}")
+    return fn
 
 
 def sh_forward(x: torch.Tensor, ls: list[int], scales: list[float], normalize: bool) -> torch.Tensor:
@@ -96,16 +106,13 @@ def sh_forward(x: torch.Tensor, ls: list[int], scales: list[float], normalize: b
 
     ``scales[j]`` multiplies the block of degree ``ls[j]``. The caller checks availability first.
     """
-    lib = _load()
-    if lib is None:
-        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_LIBRARY.error}")
+    fn = _function("forward", x.dtype)
     x = x.contiguous()
     plan = _plan(ls, scales)
     n = x.shape[0]
     out = torch.empty(n, plan.ncomp, dtype=x.dtype)
     if n == 0:
         return out
-    fn = getattr(lib, f"euclidnet_sh_forward_{_suffix(x.dtype)}")
     rc = fn(x.data_ptr(), n, plan.lmax, plan.ls, plan.offs, plan.scales, plan.nls, plan.ncomp,
             int(normalize), out.data_ptr(), _threads(n))
     if rc != 0:
@@ -117,10 +124,8 @@ def sh_backward(
     x: torch.Tensor, grad_out: torch.Tensor, ls: list[int], scales: list[float], normalize: bool
 ) -> torch.Tensor:
     """Gradient w.r.t. ``x`` ``[N, 3]`` of ``sum(grad_out * sh_forward(x, ...))``; ``grad_out`` ``[N, D]``
-    may have any strides (e.g. the stride-0 tensor of ``y.sum()``'s gradient)."""
-    lib = _load()
-    if lib is None:
-        raise KernelBuildError(f"spherical-harmonics kernel unavailable: {_LIBRARY.error}")
+    may have any strides (e.g. the stride-0 tensor of ``y.sum()``'s gradient, read without materialising)."""
+    fn = _function("backward", x.dtype)
     x = x.contiguous()
     plan = _plan(ls, scales)
     n = x.shape[0]
@@ -129,7 +134,6 @@ def sh_backward(
         return gx
     if grad_out.dtype != x.dtype:
         grad_out = grad_out.to(x.dtype)
-    fn = getattr(lib, f"euclidnet_sh_backward_{_suffix(x.dtype)}")
     rc = fn(x.data_ptr(), n, plan.lmax, plan.ls, plan.offs, plan.scales, plan.nls, plan.ncomp,
             int(normalize), grad_out.data_ptr(), grad_out.stride(0), grad_out.stride(1), gx.data_ptr(),
             _threads(n))

@@ -121,6 +121,31 @@ def _scales(ls: list[int], normalization: str) -> list[float]:
     return [1.0 / math.sqrt(4 * math.pi)] * len(ls)
 
 
+def _parse_request(ls: int | Sequence[int] | str | Irreps, normalization: str) -> tuple[list[int], list[float]]:
+    """Validated degrees and per-degree scales of a request (raises on invalid degrees)."""
+    degrees = _parse_ls(ls)
+    for l in degrees:
+        if l < 0:
+            raise ValueError(f"spherical_harmonics: degrees must be >= 0, got {l}")
+    return degrees, _scales(degrees, normalization)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_request(key: int | tuple[int, ...] | str | Irreps, normalization: str) -> tuple[list[int], list[float]]:
+    return _parse_request(key, normalization)
+
+
+def _request(ls: int | Sequence[int] | str | Irreps, normalization: str) -> tuple[list[int], list[float]]:
+    """:func:`_parse_request`, memoised for the usual forms of ``ls`` (an int, a str or Irreps, a list or
+    tuple of Python ints): parsing irreps strings and building the scale list on every call costs more than
+    evaluating the harmonics of a small batch. The returned lists are shared: callers must not modify them."""
+    if type(ls) in (list, tuple) and all(type(l) is int for l in ls):  # type: ignore[union-attr]
+        return _cached_request(tuple(ls), normalization)  # type: ignore[arg-type]
+    if type(ls) in (int, str) or isinstance(ls, Irreps):
+        return _cached_request(ls, normalization)  # type: ignore[arg-type]
+    return _parse_request(ls, normalization)
+
+
 def _sh_torch(x: torch.Tensor, ls: list[int], scales: list[float], normalize: bool) -> torch.Tensor:
     """Pure-torch harmonics of ``x`` ``[N, 3]`` -> ``[N, sum(2l+1)]`` (differentiable to any order).
 
@@ -167,16 +192,18 @@ def _sh_torch(x: torch.Tensor, ls: list[int], scales: list[float], normalize: bo
     return Y.T
 
 
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def _kernel_usable(x: torch.Tensor) -> bool:
     """Whether the compiled CPU kernel may evaluate ``x`` (else the pure-torch path is used)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.layout != torch.strided:
-        return False
     if type(x) is not torch.Tensor and not isinstance(x, torch.nn.Parameter):
         return False  # tensor subclasses (fake/functional tensors, user subclasses) take the generic path
+    if x.dtype not in (torch.float32, torch.float64) or x.device.type != "cpu" or x.layout != torch.strided:
+        return False
     if torch.compiler.is_compiling():
         return False
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    if active is not None and active():
+    if _functorch_active is not None and _functorch_active():
         return False
     if _kernels.kernels_disabled():
         return False
@@ -187,10 +214,10 @@ class _SHKernel(torch.autograd.Function):
     """Compiled forward and analytic backward; double backward differentiates the pure-torch path."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, ls: tuple[int, ...], scales: tuple[float, ...], normalize: bool):  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, ls: list[int], scales: list[float], normalize: bool):  # type: ignore[override]
         ctx.save_for_backward(x)
-        ctx.args = (list(ls), list(scales), normalize)
-        return _kernels.sh_forward(x, list(ls), list(scales), normalize)
+        ctx.args = (ls, scales, normalize)
+        return _kernels.sh_forward(x, ls, scales, normalize)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
@@ -201,6 +228,8 @@ class _SHKernel(torch.autograd.Function):
             with torch.enable_grad():
                 xg = x if x.requires_grad else x.detach().requires_grad_()
                 y = _sh_torch(xg, ls, scales, normalize)
+                if not y.requires_grad:  # only degree 0 requested: a constant
+                    return torch.zeros_like(x), None, None, None
                 (gx,) = torch.autograd.grad(y, xg, grad_out, create_graph=True)
         else:
             gx = _kernels.sh_backward(x, grad_out, ls, scales, normalize)
@@ -250,23 +279,19 @@ def spherical_harmonics(
         )
     if not x.is_floating_point():
         raise TypeError(f"spherical_harmonics: x must be float32 or float64, got {x.dtype}")
-    degrees = _parse_ls(ls)
+    degrees, scales = _request(ls, normalization)
     if not degrees:
         return x.new_zeros(*x.shape[:-1], 0)
-    for l in degrees:
-        if l < 0:
-            raise ValueError(f"spherical_harmonics: degrees must be >= 0, got {l}")
     batch = x.shape[:-1]
-    u = x.reshape(-1, 3)
-    scales = _scales(degrees, normalization)
+    u = x if x.dim() == 2 else x.reshape(-1, 3)
     if _kernel_usable(u):
         if u.requires_grad and torch.is_grad_enabled():
-            Y = _SHKernel.apply(u, tuple(degrees), tuple(scales), bool(normalize))
+            Y = _SHKernel.apply(u, degrees, scales, bool(normalize))
         else:
             Y = _kernels.sh_forward(u, degrees, scales, bool(normalize))
     else:
         Y = _sh_torch(u, degrees, scales, bool(normalize)).contiguous()
-    return Y.reshape(*batch, Y.shape[-1])
+    return Y if x.dim() == 2 else Y.reshape(*batch, Y.shape[-1])
 
 
 class SphericalHarmonics(torch.nn.Module):
