@@ -118,3 +118,86 @@ def test_errors():
     per = Linear("1x0e", "2x0e", shared_weights=False)
     with pytest.raises(ValueError, match=r"pass weight of shape \[batch, 2\]"):
         per(torch.randn(3, 1))
+
+
+def _plain(lin: Linear, monkeypatch: pytest.MonkeyPatch):
+    """The same layer forced onto the plain (traceable) formulation instead of the custom autograd function."""
+    monkeypatch.setattr(Linear, "_fast_path_ok", staticmethod(lambda x: False))
+    return lin
+
+
+FAST_CASES = [
+    ("128x0e+64x1o+32x2e", "128x0e+64x1o+32x2e", False, None),
+    # repeated irreps (non-adjacent blocks of one group), an unused input block, an unfed output block
+    ("3x0e+2x1o+4x0e+1x3o+2x4e+2x1e", "2x0e+3x1o+1x0e+2x3o+1x1e+1x4e+2x2e", True, None),
+    # a partial instruction list: blocks of one irrep only partly connected
+    ("2x0e+3x1o+2x1o", "1x1o+2x0e+4x1o", False, [(1, 0), (2, 2), (0, 1)]),
+]
+
+
+@pytest.mark.parametrize("irreps_in,irreps_out,biases,instructions", FAST_CASES)
+def test_fast_path_matches_plain_path(irreps_in, irreps_out, biases, instructions, monkeypatch):
+    """The custom autograd function (preallocated output, manual backward) against the plain torch ops:
+    values, first derivatives w.r.t. x, weights and biases, and second derivatives (create_graph)."""
+    lin = Linear(irreps_in, irreps_out, biases=biases, instructions=instructions).to(F64)
+    with torch.no_grad():
+        lin.bias.normal_()
+    x = lin.irreps_in.randn(6, dtype=F64, requires_grad=True)
+    g = lin.irreps_out.randn(6, dtype=F64)
+
+    def run():
+        out = lin(x)
+        params = [x, lin.weight] + ([lin.bias] if lin.bias.numel() else [])
+        first = torch.autograd.grad((out * g).sum(), params, create_graph=True)
+        second = torch.autograd.grad(sum((f * f).sum() for f in first), params, allow_unused=True)
+        plain_first = torch.autograd.grad((lin(x) * g).sum(), params)
+        return out.detach(), [f.detach() for f in first], second, plain_first
+
+    fast = run()
+    with monkeypatch.context() as m:
+        _plain(lin, m)
+        ref = run()
+    assert (fast[0] - ref[0]).abs().max() <= 1e-12
+    for a, b in zip(fast[1] + list(fast[3]), ref[1] + list(ref[3])):
+        assert (a - b).abs().max() <= 1e-12
+    for a, b in zip(fast[2], ref[2]):
+        if a is None or b is None:
+            assert a is None or a.abs().max() == 0
+            assert b is None or b.abs().max() == 0
+        else:
+            assert (a - b).abs().max() <= 1e-11
+
+
+def test_fast_path_gradcheck_and_expanded_grad():
+    lin = Linear("2x0e+2x1o+1x2e+1x0e", "1x0e+3x1o+2x2e", biases=True).to(F64)
+    x = lin.irreps_in.randn(3, dtype=F64, requires_grad=True)
+    w = lin.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w: lin(x, w), (x, w))
+    # y.sum() hands the backward a stride-0 gradient: equal to an explicit ones gradient
+    (g1,) = torch.autograd.grad(lin(x).sum(), x)
+    (g2,) = torch.autograd.grad(lin(x), x, torch.ones(3, lin.irreps_out.dim, dtype=F64))
+    assert torch.equal(g1, g2)
+
+
+def test_no_grad_and_weight_only_grad():
+    lin = Linear("4x0e+3x1o+2x2e", "2x0e+3x1o+2x2e")
+    x = lin.irreps_in.randn(5)
+    with torch.no_grad():
+        y0 = lin(x)
+    y = lin(x)  # x does not require grad: only the weight gradient is formed
+    (gw,) = torch.autograd.grad(y.pow(2).sum(), lin.weight)
+    assert torch.equal(y0, y.detach())
+    xr = x.clone().requires_grad_()
+    gw2, _ = torch.autograd.grad(lin(xr).pow(2).sum(), [lin.weight, xr])
+    assert torch.allclose(gw, gw2, atol=1e-6)
+
+
+def test_torch_compile_fullgraph():
+    lin = Linear("4x0e+2x1o+1x2e", "3x0e+2x1o+2x2e", biases=True)
+    x = lin.irreps_in.randn(7, requires_grad=True)
+    f = torch.compile(lin, fullgraph=True, backend="eager")
+    out = f(x)
+    assert torch.allclose(out, lin(x), atol=1e-6)
+    (gc,) = torch.autograd.grad(out.sum(), x)
+    (ge,) = torch.autograd.grad(lin(x).sum(), x)
+    assert torch.allclose(gc, ge, atol=1e-6)
