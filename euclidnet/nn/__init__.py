@@ -5,6 +5,7 @@ from .dropout import Dropout
 from .mlp import FullyConnectedNet
 from .norm import BatchNorm, LayerNorm
 from .radial import BASES, BesselBasis, CosineCutoff, PolynomialCutoff, soft_one_hot_linspace, soft_unit_step
+from .so2 import ChannelwiseConvolution, SO2Convolution, so2_kernel_available
 
 __all__ = [
     "Gate",
@@ -22,4 +23,7 @@ __all__ = [
     "BesselBasis",
     "PolynomialCutoff",
     "CosineCutoff",
+    "SO2Convolution",
+    "ChannelwiseConvolution",
+    "so2_kernel_available",
 ]
