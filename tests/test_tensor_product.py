@@ -210,6 +210,61 @@ def test_uvw_against_definition():
     _close(tp(x1, x2), ref, 1e-12)
 
 
+@pytest.mark.parametrize("order", ["out", "x1", "x2", "planned"])
+def test_uvw_contraction_orders_equal_definition(order):
+    """Each summation order of shared-weight 'uvw' paths (execution._uvw_order) equals the definition
+    ``coefficient * sum C_ijk x1[u,i] x2[v,j] W[u,v,w]``, values and gradients, on every (l1, l2, l_out) with
+    l <= 2, unequal multiplicities and two paths into one output block."""
+    i1, i2, out = "3x0e+2x1o+2x2e", "2x0e+3x1o+1x2e", "4x0e+2x1o+3x1e+2x2e"
+    tp = FullyConnectedTensorProduct(i1, i2, out).to(F64)
+    ex = tp._exec
+    uvw = [n for n, p in enumerate(tp.descriptor.paths) if not p.is_empty]
+    if order == "planned":  # the planner's own choice, several orders accumulating into shared output blocks
+        assert len(set(ex._order.values())) == 3
+    else:
+        ex._order = {n: order for n in uvw}
+        ex._consts = ex._build_consts()  # the "x1" order keeps its CG block transposed
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(6, tp.irreps_in1.dim, generator=g, dtype=F64, requires_grad=True)
+    x2 = torch.randn(6, tp.irreps_in2.dim, generator=g, dtype=F64, requires_grad=True)
+    d = tp.descriptor
+    s1, s2, so = d.irreps_in1.slices(), d.irreps_in2.slices(), d.irreps_out.slices()
+    blocks = [torch.zeros(6, mul, ir.dim, dtype=F64) for mul, ir in d.irreps_out]
+    for n, p in enumerate(d.paths):
+        a = x1[:, s1[p.i_in1]].reshape(6, p.mul1, -1)
+        b = x2[:, s2[p.i_in2]].reshape(6, p.mul2, -1)
+        W = tp.weight_view_for_path(n)
+        C = wigner_3j(p.l1, p.l2, p.l_out, F64)
+        blocks[p.i_out] = blocks[p.i_out] + p.coefficient * torch.einsum("ijk,zui,zvj,uvw->zwk", C, a, b, W)
+    ref = torch.cat([blk.reshape(6, -1) for blk in blocks], dim=1)
+    assert so[-1].stop == ref.shape[1]
+    import euclidnet.tp.execution as exe
+
+    old = exe.FUSED_ENABLED
+    exe.FUSED_ENABLED = False  # the torch plan (the opt-in fused 'uvw' engine has its own order)
+    try:
+        out_ = tp(x1, x2)
+        _close(out_, ref, 1e-12)
+        cot = torch.randn(ref.shape, generator=g, dtype=F64)
+        got = torch.autograd.grad((out_ * cot).sum(), [x1, x2, tp.weight])
+        want = torch.autograd.grad((ref * cot).sum(), [x1, x2, tp.weight])
+        for a, b in zip(got, want):
+            _close(a, b, 1e-12)
+    finally:
+        exe.FUSED_ENABLED = old
+
+
+def test_uvw_order_choice_avoids_outer_products():
+    """A scalar dot product (the attention logit) is summed weights-first; a large GEMM-bound path whose
+    x2 block is scalar meets the weights with x2 (one row per sample instead of three)."""
+    dot = FullyConnectedTensorProduct("11x0e+4x1o", "12x0e+3x1o", "0e")
+    assert dot._exec._order[0] in ("x1", "x2")
+    big = FullyConnectedTensorProduct("64x1o", "64x0e", "64x1o")
+    assert big._exec._order[0] == "x2"
+    same = FullyConnectedTensorProduct("64x1o", "64x1o", "64x1e")
+    assert same._exec._order[0] == "out"
+
+
 def test_cross_product_uuu():
     """C(1,1,1) = eps/sqrt(6): 'uuu' of two vectors is their cross product times sqrt(3)/sqrt(6)."""
     tp = TensorProduct("1x1o", "1x1o", "1x1e", [(0, 0, 0, "uuu", False)]).to(F64)

@@ -97,7 +97,11 @@ def _inputs(tp: TensorProduct, Z: int, dtype: torch.dtype, shared: bool, seed: i
     return x1, x2, w
 
 
-CASES = [(mode, shared, seed) for mode, shared in (("uvu", False), ("uvu", True), ("uvw", True)) for seed in range(3)]
+CASES = [
+    (mode, shared, seed)
+    for mode, shared in (("uvu", False), ("uvu", True), ("uvw", True), ("uvw", False))
+    for seed in range(3)
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -121,7 +125,7 @@ def _small_tp(mode: str, shared: bool) -> TensorProduct:
     return TensorProduct(i1, i2, out, ins, shared_weights=shared).to(F64)
 
 
-@pytest.mark.parametrize("mode,shared", [("uvu", False), ("uvu", True), ("uvw", True)])
+@pytest.mark.parametrize("mode,shared", [("uvu", False), ("uvu", True), ("uvw", True), ("uvw", False)])
 def test_gradgradcheck(mode, shared):
     tp = _small_tp(mode, shared)
     assert tp._exec._fused is not None
@@ -135,6 +139,53 @@ def test_gradgradcheck(mode, shared):
 
     assert torch.autograd.gradcheck(f, (x1, x2, w))
     assert torch.autograd.gradgradcheck(f, (x1, x2, w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("which", [(True, True, True), (True, False, True), (False, True, True), (True, True, False)])
+def test_uvu_one_pass_first_order_backward(which, seed, dtype, monkeypatch):
+    """First-order backward of per-sample 'uvu' (the one-pass kernel) equals the torch plan, for every subset
+    of operands that need a gradient; a path_weight 0 path keeps a zero weight gradient."""
+    tp = _rand_tp(seed, "uvu", False).to(dtype)
+    x1, x2, w = _inputs(tp, 11, dtype, False, seed)
+    for t, need in zip((x1, x2, w), which):
+        t.requires_grad_(need)
+    ins = [t for t in (x1, x2, w) if t.requires_grad]
+    calls = []
+    orig = K.UVUEngine.contract_grads
+
+    def spy(self, ops, needs):
+        calls.append(needs)
+        return orig(self, ops, needs)
+
+    monkeypatch.setattr(K.UVUEngine, "contract_grads", spy)
+    res = {}
+    for fused in (True, False):
+        ex.FUSED_ENABLED = fused
+        try:
+            out = tp(x1, x2, w)
+            cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
+            res[fused] = [out.detach()] + list(torch.autograd.grad((out * cot).sum(), ins))
+        finally:
+            ex.FUSED_ENABLED = True
+    assert calls == [which]
+    _assert_close(res[True], res[False], TOL[dtype])
+
+
+def test_per_sample_uvw_zero_path_weight():
+    """A path with path_weight 0 is not computed but owns weights: their gradient must be exactly 0."""
+    tp = TensorProduct(
+        "2x0e+1x1o", "0e+1o", "3x0e+2x1o",
+        [(0, 0, 0, "uvw", True), (1, 1, 0, "uvw", True, 0.0), (1, 0, 1, "uvw", True), (0, 1, 1, "uvw", True)],
+        shared_weights=False,
+    ).to(F64)
+    assert isinstance(tp._exec._fused, K.UVWSampleEngine) and not tp._exec._fused.full_cover
+    x1, x2, w = _inputs(tp, 9, F64, False)
+    fused, ref = _run(tp, x1, x2, w, True), _run(tp, x1, x2, w, False)
+    _assert_close(fused, ref, 1e-12)
+    dead = tp.descriptor.paths[1].weight_slice
+    assert fused[3][:, dead].abs().max() == 0
 
 
 def test_zero_batch_and_noncontiguous():
@@ -222,7 +273,11 @@ def test_dispatch(monkeypatch):
     full = TensorProduct("2x0e+2x1o", "2x0e", "2x0e+2x1o", [(0, 0, 0, "uvu", True), (1, 0, 1, "uuu", False)])
     assert full._exec._fused is None
     per_sample_uvw = TensorProduct("2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True)], shared_weights=False)
-    assert per_sample_uvw._exec._fused is None
+    assert isinstance(per_sample_uvw._exec._fused, K.UVWSampleEngine)  # per-sample 'uvw': always fused
+    mixed = TensorProduct(
+        "2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True), (0, 0, 0, "uvu", True)], shared_weights=False
+    )
+    assert mixed._exec._fused is None
     monkeypatch.setattr(K, "ENABLE_UVW", False)  # the default: 'uvw' takes the torch plan
     assert FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")._exec._fused is None
     monkeypatch.setattr(K, "ENABLE_UVW", True)

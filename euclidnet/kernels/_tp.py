@@ -10,6 +10,8 @@ Engines (which slot contraction is computed how):
 
 * :class:`UVUEngine`: every path weighted 'uvu' (per-sample or shared weights): the C kernel
   ``euclidnet_tp_uvu`` computes all four contractions directly.
+* :class:`UVWSampleEngine`: every path weighted 'uvw' with per-sample weights: the C kernel
+  ``euclidnet_tp_uvws`` computes all four contractions per sample, never forming ``[n, mul1, mul2, ...]``.
 * :class:`UVWEngine` (opt-in, :data:`ENABLE_UVW`): every path weighted 'uvw' with shared weights: the CG part
   ``z[k,u,v] = sum_ij C_ijk x1[u,i] x2[v,j]`` (and its two adjoints) is the C kernel ``euclidnet_tp_uvwcg``,
   the weight contraction is a GEMM (``torch.mm``, MKL/OpenBLAS). Samples are processed in blocks so the
@@ -31,6 +33,7 @@ __all__ = [
     "TriLinear",
     "UVUEngine",
     "UVWEngine",
+    "UVWSampleEngine",
     "make_engine",
     "tp_kernel_available",
     "tp_kernel_error",
@@ -79,6 +82,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         g = getattr(lib, f"euclidnet_tp_uvwcg_{sfx}")
         g.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i32, i32, i32, ptr, ptr, ptr, i32, ptr, i32]
         g.restype = i32
+        b = getattr(lib, f"euclidnet_tp_uvub_{sfx}")
+        b.argtypes = [ptr] * 7 + [i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, i32, ptr, i32, i32, i32]
+        b.restype = i32
+        h = getattr(lib, f"euclidnet_tp_uvws_{sfx}")
+        h.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr]
+        h.argtypes += [i32, i32, i32]
+        h.restype = i32
 
 
 _LIBRARY = LazyLibrary("euclidnet_tp", source, _declare)
@@ -231,6 +241,49 @@ class UVUEngine:
         return out
 
 
+    def contract_grads(self, ops: list[torch.Tensor], needs: tuple[bool, bool, bool]) -> list[torch.Tensor | None]:
+        """``ops = [x1, x2, w, g]`` (per-sample weights): the gradients of ``<g, out>`` w.r.t. x1, x2, w that
+        ``needs`` asks for, in one kernel pass (first order only: the result carries no graph)."""
+        x1, x2, w, g = [t.contiguous() for t in ops]
+        dtype, n = g.dtype, g.shape[0]
+        outs = [torch.empty(self.shape(s, n), dtype=dtype) if needs[s] else None for s in range(3)]
+        if n == 0:
+            return [None if t is None else t.zero_() for t in outs]
+        lib = _load()
+        if lib is None:
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
+        fn = getattr(lib, f"euclidnet_tp_uvub_{_sfx(dtype)}")
+        rc = fn(
+            x1.data_ptr(),
+            x2.data_ptr(),
+            w.data_ptr(),
+            g.data_ptr(),
+            _p(outs[0]),
+            _p(outs[1]),
+            _p(outs[2]),
+            n,
+            self.dim1,
+            self.dim2,
+            self.wnum,
+            self.dimo,
+            self.npaths,
+            self.pinfo.data_ptr(),
+            self.pairs.data_ptr(),
+            self.ej.data_ptr(),
+            self.ec[dtype].data_ptr(),
+            self.nb1,
+            self.b1.data_ptr(),
+            self.nbo,
+            self.bo.data_ptr(),
+            self.maxbuf,
+            self.maxpairs,
+            _threads(n),
+        )
+        if rc != 0:
+            raise MemoryError("tensor-product kernel: out of memory for its workspace")
+        return outs
+
+
 class UVWEngine:
     """All paths weighted 'uvw' with shared weights: C kernel for the CG part, ``torch.mm`` for the weights."""
 
@@ -360,9 +413,111 @@ class UVWEngine:
         return out
 
 
-def make_engine(desc: Any, shared_weights: bool) -> UVUEngine | UVWEngine | None:
-    """An engine for ``desc`` if all its live paths are supported (weighted 'uvu', or weighted 'uvw' with
-    shared weights when :data:`ENABLE_UVW`), else ``None``."""
+class UVWSampleEngine:
+    """All paths weighted 'uvw' with per-sample weights: the four contractions in one C kernel.
+
+    Per sample, path and ``v``: ``t[i,k] = sum_j c C_ijk x2[v,j]`` on the nonzero ``(i, k)`` pairs, then
+    ``A[u,k] = sum_i t[i,k] x1[u,i]`` and ``out[w,k] += sum_u W[u,v,w] A[u,k]`` (inner loops along ``w``,
+    contiguous in the weights). Nothing of size ``[n, mul1, mul2, ...]`` is materialised, unlike the torch
+    plan (outer products, then one small ``bmm`` per sample).
+    """
+
+    def __init__(self, desc: Any, live: list[int]) -> None:
+        self.dim1, self.dim2, self.dimo = desc.irreps_in1.dim, desc.irreps_in2.dim, desc.irreps_out.dim
+        self.wnum = desc.weight_numel
+        # every weight belongs to a live path -> the weight gradient is fully written by the kernel
+        self.full_cover = sum(desc.paths[n].weight_numel for n in live) == self.wnum
+        s1, s2, so = desc.irreps_in1.slices(), desc.irreps_in2.slices(), desc.irreps_out.slices()
+        pinfo, pairs, ej, ec = [], [], [], []
+        maxa = maxpairs = 1
+        for n in live:
+            p = desc.paths[n]
+            d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+            groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
+            for i, j, k, c in _nonzero_entries(desc, n):
+                groups.setdefault((i, k), []).append((j, c))
+            q0 = len(pairs) // 4
+            for (i, k), ents in sorted(groups.items()):
+                e0 = len(ej)
+                for j, c in ents:
+                    ej.append(j)
+                    ec.append(c)
+                pairs += [i, k, e0, len(ej)]
+            q1 = len(pairs) // 4
+            pinfo += [
+                s1[p.i_in1].start,
+                p.mul1,
+                d1,
+                s2[p.i_in2].start,
+                p.mul2,
+                d2,
+                so[p.i_out].start,
+                p.mul_out,
+                do,
+                p.weight_offset,
+                q0,
+                q1,
+            ]
+            maxa = max(maxa, p.mul1 * do)
+            maxpairs = max(maxpairs, q1 - q0)
+        self.npaths = len(live)
+        self.pinfo, self.pairs, self.ej = _ints(pinfo), _ints(pairs), _ints(ej)
+        ec64 = torch.tensor(ec if ec else [0.0], dtype=torch.float64)
+        self.ec = {torch.float64: ec64, torch.float32: ec64.float()}
+        bo = _blocks(desc.irreps_out)
+        self.nbo, self.bo = len(bo) // 3, _ints(bo)
+        self.maxa, self.maxpairs = maxa, maxpairs
+
+    def shape(self, slot: int, n: int) -> tuple[int, ...]:
+        return (n, (self.dim1, self.dim2, self.wnum, self.dimo)[slot])
+
+    def contract(self, target: int, ops: list[torch.Tensor | None]) -> torch.Tensor:
+        ref = next(t for t in ops if t is not None)
+        dtype = ref.dtype
+        n = next(t.shape[0] for t in ops if t is not None)
+        ops = [None if t is None else t.contiguous() for t in ops]
+        if target == 2 and not self.full_cover:
+            out = torch.zeros(self.shape(target, n), dtype=dtype)
+        else:
+            out = torch.empty(self.shape(target, n), dtype=dtype)
+        if n == 0 or out.numel() == 0:
+            return out.zero_()
+        lib = _load()
+        if lib is None:
+            raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
+        fn = getattr(lib, f"euclidnet_tp_uvws_{_sfx(dtype)}")
+        x1, x2, w, o = ops
+        rc = fn(
+            target,
+            _p(x1),
+            _p(x2),
+            _p(w),
+            _p(o),
+            out.data_ptr(),
+            n,
+            self.dim1,
+            self.dim2,
+            self.wnum,
+            self.dimo,
+            self.npaths,
+            self.pinfo.data_ptr(),
+            self.pairs.data_ptr(),
+            self.ej.data_ptr(),
+            self.ec[dtype].data_ptr(),
+            self.nbo,
+            self.bo.data_ptr(),
+            self.maxa,
+            self.maxpairs,
+            _threads(n),
+        )
+        if rc != 0:
+            raise MemoryError("tensor-product kernel: out of memory for its workspace")
+        return out
+
+
+def make_engine(desc: Any, shared_weights: bool) -> UVUEngine | UVWEngine | UVWSampleEngine | None:
+    """An engine for ``desc`` if all its live paths are supported (weighted 'uvu'; weighted 'uvw' with
+    per-sample weights; weighted 'uvw' with shared weights when :data:`ENABLE_UVW`), else ``None``."""
     live = [n for n, p in enumerate(desc.paths) if not p.is_empty]
     if not live:
         return None
@@ -371,6 +526,8 @@ def make_engine(desc: Any, shared_weights: bool) -> UVUEngine | UVWEngine | None
         return UVUEngine(desc, live, shared_weights)
     if modes == {("uvw", True)} and shared_weights and ENABLE_UVW:
         return UVWEngine(desc, live)
+    if modes == {("uvw", True)} and not shared_weights:
+        return UVWSampleEngine(desc, live)
     return None
 
 
@@ -391,6 +548,16 @@ class TriLinear(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
         ops: list[torch.Tensor | None] = list(ctx.saved_tensors)
         ops.insert(ctx.target, g)
+        engine = ctx.engine
+        if (
+            ctx.target == 3
+            and not torch.is_grad_enabled()  # first-order backward: the gradients need no graph
+            and isinstance(engine, UVUEngine)
+            and not engine.shared
+            and sum(ctx.needs_input_grad[2:]) > 1
+        ):
+            # All gradients in one pass (same contractions as TriLinear with targets 0, 1, 2).
+            return (None, None, *engine.contract_grads(ops, tuple(ctx.needs_input_grad[2:])))
         grads: list[torch.Tensor | None] = []
         slots = [s for s in range(4) if s != ctx.target]
         for idx, s in enumerate(slots):

@@ -9,12 +9,16 @@ static shapes (so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace i
   into an output block are concatenated, so each output block is a single batched matmul
   ``[Z, mul, K] x [Z, K, 2l+1]`` (the NequIP convolution: 3 bmm for 11 paths).
 * ``uvw`` paths: ``T[z, k, (u,v)] = sum_ij C[i,j,k] x1[z,u,i] x2[z,v,j]`` (a small GEMM with the CG block
-  then a batched outer product), then one large GEMM ``[Z (2l+1), mul1 mul2] x [mul1 mul2, mul_out]``
-  with the weights, accumulated in place (``addmm``) over the paths into the same output block. Per-sample
-  weights use ``bmm``/``baddbmm`` instead.
+  then a batched outer product, a broadcast product when ``l2 = 0``), then one large GEMM
+  ``[Z (2l+1), mul1 mul2] x [mul1 mul2, mul_out]`` with the weights, accumulated in place (``addmm``) over
+  the paths into the same output block. With shared weights a path may instead meet the weights with ``x1``
+  or ``x2`` first (the GEMM then has ``2 l1 + 1`` or ``2 l2 + 1`` rows per sample instead of
+  ``2 l_out + 1``, and no ``[Z, mul1 mul2]`` outer product is formed): chosen per path at construction by
+  :meth:`TensorProductExecutor._uvw_order`. Per-sample weights use ``bmm``/``baddbmm``.
 * every other mode (and unweighted ``uvu``): one ``einsum`` per path with the scaled CG block.
 
-Fused CPU path: when every live path is a weighted 'uvu' (per-sample or shared weights) or (opt-in,
+Fused CPU path: when every live path is a weighted 'uvu' (per-sample or shared weights), a weighted 'uvw'
+with per-sample weights (keys/values of attention, TFN convolutions) or (opt-in,
 ``euclidnet.kernels._tp.ENABLE_UVW``, not yet faster) a weighted 'uvw' with shared weights, ``forward``
 calls the compiled kernels of :mod:`euclidnet.kernels._tp` (an ``autograd.Function`` whose derivatives
 of every order run the same kernels), provided
@@ -110,6 +114,8 @@ class TensorProductExecutor(torch.nn.Module):
             self._cg_offsets[n] = offset
             offset += (2 * p.l1 + 1) * (2 * p.l2 + 1) * (2 * p.l_out + 1)
         self._const_numel = offset
+        # Contraction order of each 'uvw' path (shared weights only; see _uvw_order).
+        self._order = {n: self._uvw_order(p) for n, p in live if p.mode == "uvw" and self.shared_weights}
         self._triu: dict[int, str] = {}
         for _, p in live:
             if p.mode in ("uvu<v", "u<vw") and p.mul1 not in self._triu:
@@ -119,6 +125,33 @@ class TensorProductExecutor(torch.nn.Module):
         self.register_buffer("_consts", self._build_consts(), persistent=False)
         # Fused C kernels (CPU) when every live path is supported; see fused_usable for when they run.
         self._fused = _tpk.make_engine(descriptor, self.shared_weights)
+
+    @staticmethod
+    def _uvw_order(p: Path) -> str:
+        """Which operand a shared-weight 'uvw' path contracts the weights with first.
+
+        ``out[k, w] = sum C_ijk x1[u, i] x2[v, j] W[u, v, w]`` can be summed in three orders; the weight
+        contraction (a GEMM, the dominant cost) then runs over ``2l + 1`` rows per sample of the operand it
+        meets first:
+
+        * ``"out"``: ``T[k, u, v] = sum_ij C x1 x2`` then ``T @ W``: GEMM
+          ``[Z dout, mul1 mul2] x [mul1 mul2, mul_out]``;
+        * ``"x1"``: ``Y[i, v, w] = sum_u x1[u, i] W[u, v, w]`` (GEMM ``[Z d1, mul1] x [mul1, mul2 mul_out]``), then
+          ``out[k, w] = sum_(i, v) P[k, i, v] Y[i, v, w]`` with ``P[k, i, v] = sum_j C_ijk x2[v, j]`` (one small bmm);
+        * ``"x2"``: the same with the roles of ``x1`` and ``x2`` exchanged.
+
+        All three are the same sum (exact up to round-off). The choice minimises multiply-adds plus twice the
+        size of the per-sample intermediate (written once, read once), e.g. a scalar path into a single output
+        (an attention dot product) never forms the ``[Z, mul1 mul2]`` outer product.
+        """
+        d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+        m1, m2, mo = p.mul1, p.mul2, p.mul_out
+        cost = {
+            "out": m1 * d1 * do * d2 + do * m1 * d2 * m2 + do * m1 * m2 * mo + 2 * do * m1 * m2,
+            "x1": d1 * m1 * m2 * mo + m2 * d2 * do * d1 + do * d1 * m2 * mo + 2 * d1 * m2 * mo,
+            "x2": d2 * m2 * m1 * mo + m1 * d1 * do * d2 + do * d2 * m1 * mo + 2 * d2 * m1 * mo,
+        }
+        return min(("out", "x1", "x2"), key=lambda k: cost[k])
 
     def _plan_uvu_bundles(self, ns: list[int]) -> list[dict[str, Any]]:
         """Group weighted 'uvu' paths into bmm bundles.
@@ -192,7 +225,9 @@ class TensorProductExecutor(torch.nn.Module):
         for n, off in self._cg_offsets.items():
             p = d.paths[n]
             C = d.cg(n, scaled=True)
-            if p.mode == "uvw":
+            if p.mode == "uvw" and self._order.get(n) == "x1":
+                C = C.permute(1, 2, 0)  # [j, k, i]
+            elif p.mode == "uvw":
                 C = C.permute(0, 2, 1)  # [i, k, j]
             consts[off : off + C.numel()] = C.reshape(-1)
         return consts
@@ -224,6 +259,8 @@ class TensorProductExecutor(torch.nn.Module):
         off = self._cg_offsets[n]
         d1, d2, d3 = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
         C = consts[off : off + d1 * d2 * d3]
+        if p.mode == "uvw" and self._order.get(n) == "x1":
+            return C.reshape(d2, d3 * d1)
         if p.mode == "uvw":
             return C.reshape(d1, d3 * d2)
         return C.reshape(d1, d2, d3)
@@ -266,6 +303,38 @@ class TensorProductExecutor(torch.nn.Module):
             out = torch.einsum(eq, a, b, C)
         return out.reshape(Z, p.mul_out * (2 * p.l_out + 1))
 
+    def _uvw_first(
+        self,
+        order: str,
+        p: Path,
+        C: torch.Tensor,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        weight: torch.Tensor,
+        acc: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """A shared-weight 'uvw' path summed weights-first (``order`` "x1" or "x2", see :meth:`_uvw_order`).
+
+        Returns ``acc + contribution`` as ``[Z dout, mul_out]`` (rows ``(z, k)``), like the "out" order.
+        """
+        Z = x1.shape[0]
+        d1, d2, dout = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
+        W = self._weight(weight, p)  # [mul1, mul2, mul_out]
+        if order == "x1":
+            first, other, df, do_, mf, mo_ = self._block1(x1, p), self._block2(x2, p), d1, d2, p.mul1, p.mul2
+            Wf = W.reshape(p.mul1, p.mul2 * p.mul_out)
+        else:
+            first, other, df, do_, mf, mo_ = self._block2(x2, p), self._block1(x1, p), d2, d1, p.mul2, p.mul1
+            Wf = W.transpose(0, 1).reshape(p.mul2, p.mul1 * p.mul_out)
+        # Y[z, f, o, w] = sum_m first[z, m, f] W[m, o, w]   (f: the first operand's 2l+1, o: the other's mul)
+        Y = (first.transpose(1, 2).reshape(Z * df, mf) @ Wf).reshape(Z, df * mo_, p.mul_out)
+        # P[z, k, f, o] = sum_g C[f, g, k] other[z, o, g]   (C given as [g, (k, f)])
+        P = (other.reshape(Z * mo_, do_) @ C).reshape(Z, mo_, dout, df).permute(0, 2, 3, 1)
+        P = P.reshape(Z, dout, df * mo_)
+        if acc is None:
+            return torch.bmm(P, Y).reshape(Z * dout, p.mul_out)
+        return torch.baddbmm(acc.reshape(Z, dout, p.mul_out), P, Y).reshape(Z * dout, p.mul_out)
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x1 [Z, dim1]``, ``x2 [Z, dim2]``, ``weight [numel]`` or ``[Z, numel]`` -> ``[Z, dim_out]``."""
         if self._fused is not None and fused_usable(x1, x2, weight):
@@ -307,11 +376,21 @@ class TensorProductExecutor(torch.nn.Module):
             for n in ns:
                 p = d.paths[n]
                 d1, d2, dout = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
-                C = self._cg(consts, n)  # [d1, dout * d2]
+                C = self._cg(consts, n)  # [d1, dout * d2] ([d2, dout * d1] for order "x1")
+                order = self._order.get(n, "out")
+                if order != "out":
+                    acc = self._uvw_first(order, p, C, x1, x2, weight, None if first else acc)
+                    first = False
+                    continue
                 a = self._block1(x1, p).reshape(Z * p.mul1, d1)
                 b = self._block2(x2, p)  # [Z, v, j]
                 A = (a @ C).reshape(Z, p.mul1, dout, d2).transpose(1, 2).reshape(Z, dout * p.mul1, d2)
-                T = torch.bmm(A, b.transpose(1, 2))  # [Z, dout * u, v]
+                if d2 == 1:
+                    # l2 = 0: the contraction over j has one term, an outer product; a broadcast multiply
+                    # does it without a bmm of Z rank-1 products (slow per-matrix overhead on CPU).
+                    T = A * b.reshape(Z, 1, p.mul2)  # [Z, dout * u, v]
+                else:
+                    T = torch.bmm(A, b.transpose(1, 2))  # [Z, dout * u, v]
                 W = self._weight(weight, p)
                 if self.shared_weights:
                     T2 = T.reshape(Z * dout, p.mul1 * p.mul2)
