@@ -54,6 +54,9 @@ class EquivariantAttention(torch.nn.Module):
     ``[N, num_heads * irreps_value.dim]``.
     """
 
+    #: Edges per chunk for the keys and values (memory locality only; the result does not depend on it).
+    EDGE_CHUNK = 8192
+
     def __init__(
         self,
         irreps_in: Irreps | str,
@@ -92,19 +95,42 @@ class EquivariantAttention(torch.nn.Module):
         dq, dk, dv = self.irreps_query.dim, self.irreps_key.dim, self.irreps_value.dim
         self._dq, self._dk, self._dv = dq, dk, dv
 
-    def forward(self, x: Tensor, edge_index: Tensor, sh: Tensor, radial: Tensor, cutoff: Tensor) -> Tensor:
-        src, dst = edge_index[0], edge_index[1]
-        N, H = x.shape[0], self.num_heads
-        q = self.h_q(x)[dst]
-        k = self.tp_k(x[src], sh, self.fc_k(radial))
-        v = self.tp_v(x[src], sh, self.fc_v(radial))
+    def _keys_values(
+        self, q: Tensor, x: Tensor, src: Tensor, dst: Tensor, sh: Tensor, radial: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Logits ``[e, H]`` and values ``[e, H * dim_v]`` of a range of edges (``q`` is per node)."""
+        xs = x[src]
+        k = self.tp_k(xs, sh, self.fc_k(radial))
+        v = self.tp_v(xs, sh, self.fc_v(radial))
+        qd = q[dst]
         logits = torch.cat(
             [
-                dot(q[:, h * self._dq : (h + 1) * self._dq], k[:, h * self._dk : (h + 1) * self._dk])
+                dot(qd[:, h * self._dq : (h + 1) * self._dq], k[:, h * self._dk : (h + 1) * self._dk])
                 for h, dot in enumerate(self.dots)
             ],
             dim=-1,
-        )  # [E, H]
+        )
+        return logits, v
+
+    def forward(self, x: Tensor, edge_index: Tensor, sh: Tensor, radial: Tensor, cutoff: Tensor) -> Tensor:
+        src, dst = edge_index[0], edge_index[1]
+        N, H = x.shape[0], self.num_heads
+        E = src.shape[0]
+        q = self.h_q(x)
+        # The per-edge weights of the key/value TPs ([E, weight_numel], the largest tensors here) are made and
+        # consumed in chunks of edges, so a chunk's weights are read by the TP soon after the radial MLP wrote
+        # them, instead of a full [E, weight_numel] pass through memory (measured 10-15% faster at 40k edges,
+        # benchmarks/models.py). Edge-wise computations are independent: chunking changes no value.
+        step = max(1, self.EDGE_CHUNK)
+        if E <= step:
+            logits, v = self._keys_values(q, x, src, dst, sh, radial)
+        else:
+            parts = [
+                self._keys_values(q, x, src[a : a + step], dst[a : a + step], sh[a : a + step], radial[a : a + step])
+                for a in range(0, E, step)
+            ]
+            logits = torch.cat([p[0] for p in parts])  # [E, H]
+            v = torch.cat([p[1] for p in parts])
         # Subtracting the per-centre maximum leaves alpha unchanged and keeps exp finite; it is a constant
         # shift of each softmax, so it can be detached without changing any gradient.
         m = scatter_max(logits.detach(), dst, dim=0, dim_size=N)[dst]
