@@ -19,3 +19,22 @@ def sgemm_gflops() -> float:
         a @ b
         ts.append(time.perf_counter() - t)
     return 2 * 1024**3 / statistics.median(ts) / 1e9
+
+
+def time_interleaved(fns: dict, min_calls: int, max_calls: int) -> dict:
+    """Median seconds per call of each of ``fns`` (name -> zero-argument callable), WORKLOADS.md style: 2
+    untimed warm-up calls each, then rounds of one call each (interleaved, so load changes hit all contenders
+    alike) until ``min_calls`` rounds and about 1 s per contender have passed, at most ``max_calls`` rounds."""
+    for fn in fns.values():
+        fn()
+        fn()
+    ts: dict = {k: [] for k in fns}
+    start = time.perf_counter()
+    n = 0
+    while n < max_calls and (n < min_calls or time.perf_counter() - start < len(fns) * 1.0):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t)
+        n += 1
+    return {k: statistics.median(v) for k, v in ts.items()}

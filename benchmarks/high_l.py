@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 
 import torch
-from _common import sgemm_gflops  # noqa: E402  (sibling module of this script)
+from _common import sgemm_gflops, time_interleaved  # noqa: E402  (sibling module of this script)
 
 from euclidnet.nn import SO2Convolution
 from euclidnet.o3 import Irreps
@@ -76,22 +74,6 @@ def build(L: int, lib: str, scale: float = 1.0):
         return torch.autograd.grad(out.sum(), list(args))
 
     return fwd, fwdbwd, macs
-
-
-def time_interleaved(fns: dict, min_calls: int, max_calls: int) -> dict:
-    for fn in fns.values():  # 2 untimed warm-up calls
-        fn()
-        fn()
-    ts: dict = {k: [] for k in fns}
-    start = time.perf_counter()
-    n = 0
-    while n < max_calls and (n < min_calls or time.perf_counter() - start < len(fns) * 1.0):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t)
-        n += 1
-    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def slope(ls: list[int], ts: list[float]) -> float:

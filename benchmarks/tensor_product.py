@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
 
 import torch
-from _common import sgemm_gflops  # noqa: E402  (sibling module of this script)
+from _common import sgemm_gflops, time_interleaved  # noqa: E402  (sibling module of this script)
 
 from euclidnet.o3.spherical_harmonics import spherical_harmonics
 from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, execution, load_e3nn_weights
@@ -87,22 +86,6 @@ def build(workload: str, lib: str, scale: float = 1.0, compile_e3nn: bool = Fals
             execution.FUSED_ENABLED = True
 
     return fwd, fwdbwd, macs
-
-
-def time_interleaved(fns: dict, min_calls: int, max_calls: int) -> dict:
-    for fn in fns.values():  # 2 untimed warm-up calls
-        fn()
-        fn()
-    ts = {k: [] for k in fns}
-    start = time.perf_counter()
-    n = 0
-    while n < max_calls and (n < min_calls or time.perf_counter() - start < len(fns) * 1.0):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            ts[k].append(time.perf_counter() - t)
-        n += 1
-    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def peak_memory(workload: str, lib: str, mode: str, scale: float) -> float:
