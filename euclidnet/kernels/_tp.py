@@ -142,6 +142,23 @@ def _blocks(irreps: Any) -> list[int]:
     return out
 
 
+def _append_cg_table(desc: Any, n: int, pairs: list[int], ej: list[int], ec: list[float]) -> tuple[int, int]:
+    """Append path ``n``'s nonzero CG entries grouped by ``(i, k)`` (the kernels' loop order): ``pairs`` gets
+    ``[i, k, e0, e1]`` per group, ``ej``/``ec`` the group's ``j`` indices and coefficients ``[e0, e1)``.
+    Returns the path's range ``[q0, q1)`` of pair groups."""
+    groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
+    for i, j, k, c in _nonzero_entries(desc, n):
+        groups.setdefault((i, k), []).append((j, c))
+    q0 = len(pairs) // 4
+    for (i, k), ents in sorted(groups.items()):
+        e0 = len(ej)
+        for j, c in ents:
+            ej.append(j)
+            ec.append(c)
+        pairs += [i, k, e0, len(ej)]
+    return q0, len(pairs) // 4
+
+
 class UVUEngine:
     """All paths weighted 'uvu': the four contractions of ``F(x1, x2, w, out)`` in one C kernel."""
 
@@ -155,17 +172,7 @@ class UVUEngine:
         for n in live:
             p = desc.paths[n]
             d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
-            groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
-            for i, j, k, c in _nonzero_entries(desc, n):
-                groups.setdefault((i, k), []).append((j, c))
-            q0 = len(pairs) // 4
-            for (i, k), ents in sorted(groups.items()):
-                e0 = len(ej)
-                for j, c in ents:
-                    ej.append(j)
-                    ec.append(c)
-                pairs += [i, k, e0, len(ej)]
-            q1 = len(pairs) // 4
+            q0, q1 = _append_cg_table(desc, n, pairs, ej, ec)
             pinfo += [
                 s1[p.i_in1].start,
                 p.mul1,
@@ -433,17 +440,7 @@ class UVWSampleEngine:
         for n in live:
             p = desc.paths[n]
             d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
-            groups: dict[tuple[int, int], list[tuple[int, float]]] = {}
-            for i, j, k, c in _nonzero_entries(desc, n):
-                groups.setdefault((i, k), []).append((j, c))
-            q0 = len(pairs) // 4
-            for (i, k), ents in sorted(groups.items()):
-                e0 = len(ej)
-                for j, c in ents:
-                    ej.append(j)
-                    ec.append(c)
-                pairs += [i, k, e0, len(ej)]
-            q1 = len(pairs) // 4
+            q0, q1 = _append_cg_table(desc, n, pairs, ej, ec)
             pinfo += [
                 s1[p.i_in1].start,
                 p.mul1,
