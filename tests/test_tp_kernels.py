@@ -113,6 +113,31 @@ def test_fused_equals_torch_path(mode, shared, seed, dtype):
     _assert_close(_run(tp, x1, x2, w, True), _run(tp, x1, x2, w, False), TOL[dtype])
 
 
+def _mixed_tp(seed: int) -> TensorProduct:
+    """Per-sample 'uvu' and 'uvw' paths into shared output blocks (the block kernel takes both modes)."""
+    a, b = _rand_tp(seed, "uvu", False), _rand_tp(seed, "uvw", False)
+    ins = [(p.i_in1, p.i_in2, p.i_out, p.mode, True, p.path_weight) for p in a.descriptor.paths]
+    ins += [(p.i_in1, p.i_in2, p.i_out + len(a.irreps_out), "uvw", True, p.path_weight) for p in b.descriptor.paths
+            if p.i_in1 < len(a.irreps_in1) and p.i_in2 < len(a.irreps_in2)
+            and a.irreps_in1[p.i_in1].ir == b.irreps_in1[p.i_in1].ir
+            and a.irreps_in2[p.i_in2].ir == b.irreps_in2[p.i_in2].ir]
+    out = Irreps(list(a.irreps_out) + list(b.irreps_out))
+    return TensorProduct(a.irreps_in1, a.irreps_in2, out, ins, shared_weights=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("Z", [1, 15, 16, 17, 50])
+def test_sample_blocks_mixed_modes(Z, dtype):
+    """Batches that are not a multiple of the kernel's block of samples (and smaller than one block), with
+    'uvu' and 'uvw' paths mixed: equal to the torch plan, values and derivatives of orders 1 and 2."""
+    for seed in range(4):
+        tp = _mixed_tp(seed).to(dtype)
+        assert isinstance(tp._exec._fused, K.SampleBlockEngine)
+        assert {p.mode for p in tp.descriptor.paths} <= {"uvu", "uvw"}
+        x1, x2, w = _inputs(tp, Z, dtype, False, seed)
+        _assert_close(_run(tp, x1, x2, w, True), _run(tp, x1, x2, w, False), TOL[dtype])
+
+
 def _small_tp(mode: str, shared: bool) -> TensorProduct:
     i1, i2 = Irreps("2x0e+1x1o+1x2e"), Irreps("1x1o+1x0e")
     out = Irreps("2x0e+1x1o+2x1o+1x2e+1x3o+1x1e")
@@ -144,22 +169,23 @@ def test_gradgradcheck(mode, shared):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("which", [(True, True, True), (True, False, True), (False, True, True), (True, True, False)])
-def test_uvu_one_pass_first_order_backward(which, seed, dtype, monkeypatch):
-    """First-order backward of per-sample 'uvu' (the one-pass kernel) equals the torch plan, for every subset
+@pytest.mark.parametrize("mode", ["uvu", "uvw"])
+def test_one_pass_first_order_backward(mode, which, seed, dtype, monkeypatch):
+    """First-order backward of per-sample 'uvu'/'uvw' (the one-pass kernel) equals the torch plan, for every subset
     of operands that need a gradient; a path_weight 0 path keeps a zero weight gradient."""
-    tp = _rand_tp(seed, "uvu", False).to(dtype)
-    x1, x2, w = _inputs(tp, 11, dtype, False, seed)
+    tp = _rand_tp(seed, mode, False).to(dtype)
+    x1, x2, w = _inputs(tp, 37, dtype, False, seed)
     for t, need in zip((x1, x2, w), which):
         t.requires_grad_(need)
     ins = [t for t in (x1, x2, w) if t.requires_grad]
     calls = []
-    orig = K.UVUEngine.contract_grads
+    orig = K.SampleBlockEngine.contract_many
 
-    def spy(self, ops, needs):
-        calls.append(needs)
-        return orig(self, ops, needs)
+    def spy(self, ops, targets):
+        calls.append(targets)
+        return orig(self, ops, targets)
 
-    monkeypatch.setattr(K.UVUEngine, "contract_grads", spy)
+    monkeypatch.setattr(K.SampleBlockEngine, "contract_many", spy)
     res = {}
     for fused in (True, False):
         ex.FUSED_ENABLED = fused
@@ -169,7 +195,8 @@ def test_uvu_one_pass_first_order_backward(which, seed, dtype, monkeypatch):
             res[fused] = [out.detach()] + list(torch.autograd.grad((out * cot).sum(), ins))
         finally:
             ex.FUSED_ENABLED = True
-    assert calls == [which]
+    # the forward (target 3), then every wanted gradient in one call
+    assert calls == [(3,), tuple(s for s in range(3) if which[s])]
     _assert_close(res[True], res[False], TOL[dtype])
 
 
@@ -180,7 +207,7 @@ def test_per_sample_uvw_zero_path_weight():
         [(0, 0, 0, "uvw", True), (1, 1, 0, "uvw", True, 0.0), (1, 0, 1, "uvw", True), (0, 1, 1, "uvw", True)],
         shared_weights=False,
     ).to(F64)
-    assert isinstance(tp._exec._fused, K.UVWSampleEngine) and not tp._exec._fused.full_cover
+    assert isinstance(tp._exec._fused, K.SampleBlockEngine)
     x1, x2, w = _inputs(tp, 9, F64, False)
     fused, ref = _run(tp, x1, x2, w, True), _run(tp, x1, x2, w, False)
     _assert_close(fused, ref, 1e-12)
@@ -273,11 +300,13 @@ def test_dispatch(monkeypatch):
     full = TensorProduct("2x0e+2x1o", "2x0e", "2x0e+2x1o", [(0, 0, 0, "uvu", True), (1, 0, 1, "uuu", False)])
     assert full._exec._fused is None
     per_sample_uvw = TensorProduct("2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True)], shared_weights=False)
-    assert isinstance(per_sample_uvw._exec._fused, K.UVWSampleEngine)  # per-sample 'uvw': always fused
+    assert isinstance(per_sample_uvw._exec._fused, K.SampleBlockEngine)  # per-sample 'uvw': always fused
     mixed = TensorProduct(
         "2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True), (0, 0, 0, "uvu", True)], shared_weights=False
     )
-    assert mixed._exec._fused is None
+    assert isinstance(mixed._exec._fused, K.SampleBlockEngine)  # per-sample 'uvu' and 'uvw' mix freely
+    mixed_shared = TensorProduct("2x0e", "0e", "2x0e", [(0, 0, 0, "uvw", True), (0, 0, 0, "uvu", True)])
+    assert mixed_shared._exec._fused is None
     monkeypatch.setattr(K, "ENABLE_UVW", False)  # the default: 'uvw' takes the torch plan
     assert FullyConnectedTensorProduct("2x0e+1x1o", "0e+1o", "2x0e+1x1o")._exec._fused is None
     monkeypatch.setattr(K, "ENABLE_UVW", True)
@@ -341,3 +370,125 @@ def test_workloads_float32_fused_vs_torch(name):
     x1, x2 = args[:2]
     w = args[2] if name == "uvu" else None
     _assert_close(_run(ours, x1, x2, w, True, 1), _run(ours, x1, x2, w, False, 1), 1e-5)
+
+
+def _scatter_case(kind: str, E: int, dtype: torch.dtype, seed: int = 0):
+    tp = {"uvu": lambda: _rand_tp(seed, "uvu", False), "uvw": lambda: _rand_tp(seed, "uvw", False),
+          "mixed": lambda: _mixed_tp(seed)}[kind]().to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    N, M = 6, 9  # M > number of distinct dst: some output rows receive nothing (isolated nodes)
+    x1 = torch.randn(N, tp.irreps_in1.dim, generator=g, dtype=dtype, requires_grad=True)
+    x2 = torch.randn(E, tp.irreps_in2.dim, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(E, tp.weight_numel, generator=g, dtype=dtype, requires_grad=True)
+    src = torch.randint(0, N, (E,), generator=g)
+    dst = torch.randint(0, M - 2, (E,), generator=g)
+    return tp, x1, x2, w, src, dst, M
+
+
+def _scatter_run(tp, x1, x2, w, src, dst, M, fused: bool, order: int = 2):
+    old = ex.FUSED_ENABLED
+    ex.FUSED_ENABLED = fused
+    try:
+        out = tp.scatter(x1, x2, src, dst, M, w)
+        assert (type(out.grad_fn).__name__ == "ScatterTriLinearBackward") == (fused and x2.shape[0] > 0)
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+        res = [out.detach()]
+        grads = torch.autograd.grad((out * cot).sum(), [x1, x2, w], create_graph=order > 1)
+        res += [gr.detach() for gr in grads]
+        if order > 1:
+            s = sum((gr.sin() * (k + 1)).sum() for k, gr in enumerate(grads))
+            second = torch.autograd.grad(s, [x1, x2, w], allow_unused=True, materialize_grads=True)
+            res += [gr.detach() for gr in second]
+        return res
+    finally:
+        ex.FUSED_ENABLED = old
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("E", [1, 17, 100])
+@pytest.mark.parametrize("kind", ["uvu", "uvw", "mixed"])
+def test_scatter_equals_gather_product_sum(kind, E, dtype):
+    """``TensorProduct.scatter`` (fused gather + product + sum over dst) equals the torch plan's
+    ``index_add(dst, tp(x1[src], x2, w))``: values, first derivatives and a second-order quantity."""
+    case = _scatter_case(kind, E, dtype)
+    _assert_close(_scatter_run(*case, fused=True), _scatter_run(*case, fused=False), TOL[dtype])
+
+
+def test_scatter_first_order_backward_one_pass(monkeypatch):
+    """Without create_graph the backward is one indexed kernel pass (the output cotangent is read at dst,
+    no per-edge gather) computing exactly the gradients that are needed."""
+    tp, x1, x2, w, src, dst, M = _scatter_case("mixed", 40, F64)
+    calls = []
+    orig = K.SampleBlockEngine.contract_many
+
+    def spy(self, ops, targets, idx1=None, idxo=None, scatter_rows=None):
+        calls.append((targets, idx1 is not None, idxo is not None, scatter_rows))
+        return orig(self, ops, targets, idx1, idxo, scatter_rows)
+
+    monkeypatch.setattr(K.SampleBlockEngine, "contract_many", spy)
+    x2.requires_grad_(False)
+    out = tp.scatter(x1, x2, src, dst, M, w)
+    g1, gw = torch.autograd.grad(out.square().sum(), [x1, w])
+    assert calls == [((3,), True, True, M), ((0, 2), True, True, None)]
+    ex.FUSED_ENABLED = False
+    try:
+        ref = tp(x1[src], x2, w)
+        ref = ref.new_zeros(M, ref.shape[1]).index_add(0, dst, ref)
+        r1, rw = torch.autograd.grad(ref.square().sum(), [x1, w])
+    finally:
+        ex.FUSED_ENABLED = True
+    _assert_close([out.detach(), g1, gw], [ref.detach(), r1, rw], 1e-12)
+
+
+def test_scatter_deterministic_across_threads():
+    """Rows are summed in increasing sample order whatever the number of threads: bitwise equal."""
+    tp, x1, x2, w, src, dst, M = _scatter_case("mixed", 3000, torch.float32)
+    old = torch.get_num_threads()
+    res = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            res.append(_scatter_run(tp, x1, x2, w, src, dst, M, fused=True, order=1))
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+
+
+def test_scatter_gradgradcheck_and_empty():
+    tp = TensorProduct(
+        "2x0e+1x1o", "0e+1o", "2x0e+1x1o+1x0e",
+        [(0, 0, 0, "uvu", True), (1, 1, 2, "uvw", True), (1, 0, 1, "uvu", True), (0, 1, 1, "uvw", True)],
+        shared_weights=False,
+    ).to(F64)
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(3, tp.irreps_in1.dim, generator=g, dtype=F64, requires_grad=True)
+    x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=F64, requires_grad=True)
+    w = torch.randn(7, tp.weight_numel, generator=g, dtype=F64, requires_grad=True)
+    src, dst, M = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([1, 1, 0, 3, 1, 0, 1]), 4
+
+    def f(a, b, c):
+        return tp.scatter(a, b, src, dst, M, c)
+
+    assert torch.autograd.gradcheck(f, (x1, x2, w))
+    assert torch.autograd.gradgradcheck(f, (x1, x2, w))
+    # no edges: zeros of the right shape, gradients zero
+    tp0, x1, x2, w, src, dst, M = _scatter_case("uvw", 0, F64)
+    out = tp0.scatter(x1, x2, src, dst, M, w)
+    assert out.shape == (M, tp0.irreps_out.dim) and out.abs().max() == 0
+
+
+def test_scatter_bad_input():
+    tp, x1, x2, w, src, dst, M = _scatter_case("uvu", 10, F64)
+    with pytest.raises(ValueError, match=r"src must be an integer tensor of shape \(10,\)"):
+        tp.scatter(x1, x2, src[:5], dst, M, w)
+    with pytest.raises(ValueError, match="dst must be an integer tensor"):
+        tp.scatter(x1, x2, src, dst.double(), M, w)
+    with pytest.raises(IndexError, match=r"src has values in \[.*\]; expected \[0, 5\]"):
+        tp.scatter(x1, x2, src + 6, dst, M, w)
+    with pytest.raises(IndexError, match=r"dst has values in \[-1, .*\]; expected \[0, 8\]"):
+        tp.scatter(x1, x2, src, dst - dst.min() - 1, M, w)
+    with pytest.raises(ValueError, match=rf"expected \(10, {tp.weight_numel}\)"):
+        tp.scatter(x1, x2, src, dst, M, w[:3])
+    with pytest.raises(ValueError, match="x2"):
+        tp.scatter(x1, x2[:, :-1], src, dst, M, w)

@@ -8,10 +8,12 @@ through the same (exact) kernels.
 
 Engines (which slot contraction is computed how):
 
-* :class:`UVUEngine`: every path weighted 'uvu' (per-sample or shared weights): the C kernel
-  ``euclidnet_tp_uvu`` computes all four contractions directly.
-* :class:`UVWSampleEngine`: every path weighted 'uvw' with per-sample weights: the C kernel
-  ``euclidnet_tp_uvws`` computes all four contractions per sample, never forming ``[n, mul1, mul2, ...]``.
+* :class:`SampleBlockEngine`: every path weighted 'uvu' or 'uvw' with per-sample weights (convolutions,
+  attention keys/values): the C kernel ``euclidnet_tp_blk`` computes any subset of the four contractions
+  in one pass, vectorised over blocks of samples, optionally gathering ``x1`` and scattering the output by
+  index (:class:`ScatterTriLinear`, behind :meth:`euclidnet.tp.TensorProduct.scatter`).
+* :class:`UVUEngine`: every path weighted 'uvu' with shared weights: the C kernel ``euclidnet_tp_uvu``
+  computes all four contractions directly.
 * :class:`UVWEngine` (opt-in, :data:`ENABLE_UVW`): every path weighted 'uvw' with shared weights: the CG part
   ``z[k,u,v] = sum_ij C_ijk x1[u,i] x2[v,j]`` (and its two adjoints) is the C kernel ``euclidnet_tp_uvwcg``,
   the weight contraction is a GEMM (``torch.mm``, MKL/OpenBLAS). Samples are processed in blocks so the
@@ -30,10 +32,11 @@ from ._build import KernelBuildError, LazyLibrary
 from ._tp_source import source
 
 __all__ = [
+    "SampleBlockEngine",
+    "ScatterTriLinear",
     "TriLinear",
     "UVUEngine",
     "UVWEngine",
-    "UVWSampleEngine",
     "make_engine",
     "tp_kernel_available",
     "tp_kernel_error",
@@ -82,13 +85,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         g = getattr(lib, f"euclidnet_tp_uvwcg_{sfx}")
         g.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i32, i32, i32, ptr, ptr, ptr, i32, ptr, i32]
         g.restype = i32
-        b = getattr(lib, f"euclidnet_tp_uvub_{sfx}")
-        b.argtypes = [ptr] * 7 + [i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr, i32, ptr, i32, i32, i32]
-        b.restype = i32
-        h = getattr(lib, f"euclidnet_tp_uvws_{sfx}")
-        h.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, ptr]
-        h.argtypes += [i32, i32, i32]
-        h.restype = i32
+        k = getattr(lib, f"euclidnet_tp_blk_{sfx}")
+        k.argtypes = [i32] + [ptr] * 8 + [i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, i32, i32]
+        k.argtypes += [ptr, ptr, ptr, i32, i32]
+        k.restype = i32
 
 
 _LIBRARY = LazyLibrary("euclidnet_tp", source, _declare)
@@ -248,49 +248,6 @@ class UVUEngine:
         return out
 
 
-    def contract_grads(self, ops: list[torch.Tensor], needs: tuple[bool, bool, bool]) -> list[torch.Tensor | None]:
-        """``ops = [x1, x2, w, g]`` (per-sample weights): the gradients of ``<g, out>`` w.r.t. x1, x2, w that
-        ``needs`` asks for, in one kernel pass (first order only: the result carries no graph)."""
-        x1, x2, w, g = [t.contiguous() for t in ops]
-        dtype, n = g.dtype, g.shape[0]
-        outs = [torch.empty(self.shape(s, n), dtype=dtype) if needs[s] else None for s in range(3)]
-        if n == 0:
-            return [None if t is None else t.zero_() for t in outs]
-        lib = _load()
-        if lib is None:
-            raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
-        fn = getattr(lib, f"euclidnet_tp_uvub_{_sfx(dtype)}")
-        rc = fn(
-            x1.data_ptr(),
-            x2.data_ptr(),
-            w.data_ptr(),
-            g.data_ptr(),
-            _p(outs[0]),
-            _p(outs[1]),
-            _p(outs[2]),
-            n,
-            self.dim1,
-            self.dim2,
-            self.wnum,
-            self.dimo,
-            self.npaths,
-            self.pinfo.data_ptr(),
-            self.pairs.data_ptr(),
-            self.ej.data_ptr(),
-            self.ec[dtype].data_ptr(),
-            self.nb1,
-            self.b1.data_ptr(),
-            self.nbo,
-            self.bo.data_ptr(),
-            self.maxbuf,
-            self.maxpairs,
-            _threads(n),
-        )
-        if rc != 0:
-            raise MemoryError("tensor-product kernel: out of memory for its workspace")
-        return outs
-
-
 class UVWEngine:
     """All paths weighted 'uvw' with shared weights: C kernel for the CG part, ``torch.mm`` for the weights."""
 
@@ -420,77 +377,90 @@ class UVWEngine:
         return out
 
 
-class UVWSampleEngine:
-    """All paths weighted 'uvw' with per-sample weights: the four contractions in one C kernel.
+class SampleBlockEngine:
+    """Weighted 'uvu' and 'uvw' paths (mixed freely) with per-sample weights: C kernel ``euclidnet_tp_blk``.
 
-    Per sample, path and ``v``: ``t[i,k] = sum_j c C_ijk x2[v,j]`` on the nonzero ``(i, k)`` pairs, then
-    ``A[u,k] = sum_i t[i,k] x1[u,i]`` and ``out[w,k] += sum_u W[u,v,w] A[u,k]`` (inner loops along ``w``,
-    contiguous in the weights). Nothing of size ``[n, mul1, mul2, ...]`` is materialised, unlike the torch
-    plan (outer products, then one small ``bmm`` per sample).
+    Samples are taken 16 at a time and transposed so that every inner loop runs over the 16 samples of the
+    block (vector code whatever the multiplicities and degrees). Per path and ``v``:
+    ``t[(i,k)] = sum_j C_ijk x2[v,j]`` on the nonzero ``(i, k)`` pairs; 'uvw': ``A[u,k] = sum_i t x1[u,i]``,
+    ``out[w,k] += sum_u W[u,v,w] A[u,k]``; 'uvu': ``out[u,k] += W[u,v] sum_i t x1[u,i]``. The kernel computes
+    any subset of the four contractions in one pass (:meth:`contract_many`), so a first-order backward reads
+    and transposes its operands once. Nothing of size ``[n, mul1, mul2, ...]`` is materialised.
     """
 
     def __init__(self, desc: Any, live: list[int]) -> None:
         self.dim1, self.dim2, self.dimo = desc.irreps_in1.dim, desc.irreps_in2.dim, desc.irreps_out.dim
         self.wnum = desc.weight_numel
-        # every weight belongs to a live path -> the weight gradient is fully written by the kernel
-        self.full_cover = sum(desc.paths[n].weight_numel for n in live) == self.wnum
         s1, s2, so = desc.irreps_in1.slices(), desc.irreps_in2.slices(), desc.irreps_out.slices()
         pinfo, pairs, ej, ec = [], [], [], []
-        maxa = maxpairs = 1
+        maxa = maxpairs = maxd = 1
         for n in live:
             p = desc.paths[n]
             d1, d2, do = 2 * p.l1 + 1, 2 * p.l2 + 1, 2 * p.l_out + 1
             q0, q1 = _append_cg_table(desc, n, pairs, ej, ec)
-            pinfo += [
-                s1[p.i_in1].start,
-                p.mul1,
-                d1,
-                s2[p.i_in2].start,
-                p.mul2,
-                d2,
-                so[p.i_out].start,
-                p.mul_out,
-                do,
-                p.weight_offset,
-                q0,
-                q1,
-            ]
-            maxa = max(maxa, p.mul1 * do)
-            maxpairs = max(maxpairs, q1 - q0)
+            uvw = p.mode == "uvw"
+            pinfo += [int(uvw), s1[p.i_in1].start, p.mul1, d1, s2[p.i_in2].start, p.mul2, d2]
+            pinfo += [so[p.i_out].start, p.mul_out, do, p.weight_offset, q0, q1]
+            if uvw:
+                maxa = max(maxa, p.mul1 * do)
+            maxpairs, maxd = max(maxpairs, q1 - q0), max(maxd, d1, do)
         self.npaths = len(live)
         self.pinfo, self.pairs, self.ej = _ints(pinfo), _ints(pairs), _ints(ej)
         ec64 = torch.tensor(ec if ec else [0.0], dtype=torch.float64)
         self.ec = {torch.float64: ec64, torch.float32: ec64.float()}
-        bo = _blocks(desc.irreps_out)
-        self.nbo, self.bo = len(bo) // 3, _ints(bo)
-        self.maxa, self.maxpairs = maxa, maxpairs
+        self.maxa, self.maxpairs, self.maxd = maxa, maxpairs, maxd
 
     def shape(self, slot: int, n: int) -> tuple[int, ...]:
         return (n, (self.dim1, self.dim2, self.wnum, self.dimo)[slot])
 
-    def contract(self, target: int, ops: list[torch.Tensor | None]) -> torch.Tensor:
+    def contract_many(
+        self,
+        ops: list[torch.Tensor | None],
+        targets: tuple[int, ...],
+        idx1: torch.Tensor | None = None,
+        idxo: torch.Tensor | None = None,
+        scatter_rows: int | None = None,
+    ) -> list[torch.Tensor]:
+        """The contractions ``T_t`` for ``t`` in ``targets`` (slots: 0 x1, 1 x2, 2 w, 3 out), one pass.
+
+        ``ops = [x1, x2, w, o]``: the operands the requested contractions read (``o`` is the cotangent of
+        the output for targets 0-2); the slots being computed may be ``None``. Indexed form (message passing,
+        ``n = len(idx1)`` samples): sample ``z`` reads row ``idx1[z]`` of ``x1`` and row ``idxo[z]`` of ``o``
+        (gathers never materialised); with ``scatter_rows`` the product is summed into ``out[idxo[z]]``
+        (``[scatter_rows, dim_out]``), each row in increasing ``z``, whatever the thread count.
+        """
         ref = next(t for t in ops if t is not None)
         dtype = ref.dtype
-        n = next(t.shape[0] for t in ops if t is not None)
+        n = idx1.shape[0] if idx1 is not None else ref.shape[0]
         ops = [None if t is None else t.contiguous() for t in ops]
-        if target == 2 and not self.full_cover:
-            out = torch.zeros(self.shape(target, n), dtype=dtype)
-        else:
-            out = torch.empty(self.shape(target, n), dtype=dtype)
-        if n == 0 or out.numel() == 0:
-            return out.zero_()
+        scatter = scatter_rows is not None
+        outs = []
+        for t in targets:
+            if t == 3 and scatter:
+                outs.append(torch.zeros(scatter_rows, self.dimo, dtype=dtype))
+            else:
+                outs.append(torch.empty(self.shape(t, n), dtype=dtype))
+        if n == 0 or self.npaths == 0:
+            return [t.zero_() for t in outs]
         lib = _load()
         if lib is None:
             raise KernelBuildError(f"tensor-product kernel unavailable: {_LIBRARY.error}")
-        fn = getattr(lib, f"euclidnet_tp_uvws_{_sfx(dtype)}")
+        fn = getattr(lib, f"euclidnet_tp_blk_{_sfx(dtype)}")
+        tgt: list[torch.Tensor | None] = [None] * 4
+        for t, o in zip(targets, outs):
+            tgt[t] = o
+        idx = [None if t is None else t.to(torch.int64).contiguous() for t in (idx1, idxo)]
+        # scattering: process the samples sorted by output row (stable), so each row's sum runs in sample
+        # order and threads split between rows (deterministic, no write conflicts)
+        order = torch.argsort(idx[1], stable=True) if scatter else None
         x1, x2, w, o = ops
         rc = fn(
-            target,
+            sum(1 << t for t in targets),
             _p(x1),
             _p(x2),
             _p(w),
             _p(o),
-            out.data_ptr(),
+            *[_p(t) for t in tgt],
             n,
             self.dim1,
             self.dim2,
@@ -501,30 +471,36 @@ class UVWSampleEngine:
             self.pairs.data_ptr(),
             self.ej.data_ptr(),
             self.ec[dtype].data_ptr(),
-            self.nbo,
-            self.bo.data_ptr(),
             self.maxa,
             self.maxpairs,
+            self.maxd,
+            _p(order),
+            _p(idx[0]),
+            _p(idx[1]),
+            int(scatter),
             _threads(n),
         )
         if rc != 0:
             raise MemoryError("tensor-product kernel: out of memory for its workspace")
-        return out
+        return outs
+
+    def contract(self, target: int, ops: list[torch.Tensor | None]) -> torch.Tensor:
+        return self.contract_many(ops, (target,))[0]
 
 
-def make_engine(desc: Any, shared_weights: bool) -> UVUEngine | UVWEngine | UVWSampleEngine | None:
-    """An engine for ``desc`` if all its live paths are supported (weighted 'uvu'; weighted 'uvw' with
-    per-sample weights; weighted 'uvw' with shared weights when :data:`ENABLE_UVW`), else ``None``."""
+def make_engine(desc: Any, shared_weights: bool) -> SampleBlockEngine | UVUEngine | UVWEngine | None:
+    """An engine for ``desc`` if all its live paths are supported (per-sample weights: weighted 'uvu' and
+    'uvw'; shared weights: weighted 'uvu', or weighted 'uvw' when :data:`ENABLE_UVW`), else ``None``."""
     live = [n for n, p in enumerate(desc.paths) if not p.is_empty]
     if not live:
         return None
     modes = {(desc.paths[n].mode, desc.paths[n].has_weight) for n in live}
+    if not shared_weights and modes <= {("uvu", True), ("uvw", True)}:
+        return SampleBlockEngine(desc, live)
     if modes == {("uvu", True)}:
         return UVUEngine(desc, live, shared_weights)
     if modes == {("uvw", True)} and shared_weights and ENABLE_UVW:
         return UVWEngine(desc, live)
-    if modes == {("uvw", True)} and not shared_weights:
-        return UVWSampleEngine(desc, live)
     return None
 
 
@@ -549,12 +525,12 @@ class TriLinear(torch.autograd.Function):
         if (
             ctx.target == 3
             and not torch.is_grad_enabled()  # first-order backward: the gradients need no graph
-            and isinstance(engine, UVUEngine)
-            and not engine.shared
-            and sum(ctx.needs_input_grad[2:]) > 1
+            and isinstance(engine, SampleBlockEngine)
         ):
             # All gradients in one pass (same contractions as TriLinear with targets 0, 1, 2).
-            return (None, None, *engine.contract_grads(ops, tuple(ctx.needs_input_grad[2:])))
+            wanted = tuple(s for s in range(3) if ctx.needs_input_grad[2 + s])
+            grads = iter(engine.contract_many(ops, wanted))
+            return (None, None, *[next(grads) if s in wanted else None for s in range(3)])
         grads: list[torch.Tensor | None] = []
         slots = [s for s in range(4) if s != ctx.target]
         for idx, s in enumerate(slots):
@@ -564,3 +540,49 @@ class TriLinear(torch.autograd.Function):
             else:
                 grads.append(None)
         return (None, None, *grads)
+
+
+class ScatterTriLinear(torch.autograd.Function):
+    """``out[i] = sum_(z: dst[z] = i) TP(x1[src[z]], x2[z], w[z])`` with a :class:`SampleBlockEngine`: the
+    gather of ``x1``, the per-sample products and their sum over ``dst`` in one kernel pass (no
+    ``[n, dim_out]`` messages). First-order backward: one pass for all per-sample gradients, reading the
+    output cotangent at ``dst``; ``x1``'s gradient is then summed over ``src``. Under ``create_graph`` the
+    backward is built from :class:`TriLinear` and differentiable indexing, so every order is exact.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        engine: SampleBlockEngine,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        w: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        num_out: int,
+    ) -> torch.Tensor:
+        ctx.engine = engine
+        ctx.save_for_backward(x1, x2, w, src, dst)
+        with torch.no_grad():
+            return engine.contract_many([x1, x2, w, None], (3,), idx1=src, idxo=dst, scatter_rows=num_out)[0]
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        x1, x2, w, src, dst = ctx.saved_tensors
+        engine = ctx.engine
+        need = ctx.needs_input_grad[1:4]
+        if not any(need):
+            return (None,) * 7
+        if torch.is_grad_enabled():
+            ge, x1e = g[dst], x1[src]
+            g1 = TriLinear.apply(engine, 0, x2, w, ge) if need[0] else None
+            g2 = TriLinear.apply(engine, 1, x1e, w, ge) if need[1] else None
+            gw = TriLinear.apply(engine, 2, x1e, x2, ge) if need[2] else None
+            if g1 is not None:
+                g1 = torch.zeros_like(x1).index_add(0, src, g1)
+            return (None, g1, g2, gw, None, None, None)
+        wanted = tuple(s for s in range(3) if need[s])
+        res = dict(zip(wanted, engine.contract_many([x1, x2, w, g], wanted, idx1=src, idxo=dst)))
+        if 0 in res:
+            res[0] = torch.zeros_like(x1).index_add_(0, src, res[0])
+        return (None, res.get(0), res.get(1), res.get(2), None, None, None)

@@ -1,10 +1,10 @@
 """C source of the fused tensor-product kernels (compiled at first use by :mod:`euclidnet.kernels._build`).
 
-Two kernel families, each "contract three operands of a multilinear form into the fourth", instantiated
+Three kernel families, each "contract three operands of a multilinear form into the fourth", instantiated
 for float32 and float64 (placeholders ``REAL`` / ``SFX``):
 
 * ``euclidnet_tp_uvu_SFX``: the form ``F(x1, x2, w, out) = sum_path c sum C_ijk w[u,v] x1[u,i] x2[v,j]
-  out[u,k]`` of weighted 'uvu' paths. ``target`` 0/1/2/3 = x1/x2/w/out is written (fully overwritten),
+  out[u,k]`` of weighted 'uvu' paths (used for shared weights; per-sample weights take the block kernel). ``target`` 0/1/2/3 = x1/x2/w/out is written (fully overwritten),
   the three others are read. Weights are per sample (``wstride`` = row length) or shared (``wstride`` =
   0; target 2 then sums over the batch: per-thread partial sums over static sample ranges, added in thread
   order, so the result is deterministic for a given thread count). Per sample, ``x1``, ``out`` and ``w``
@@ -14,15 +14,16 @@ for float32 and float64 (placeholders ``REAL`` / ``SFX``):
   (the CG part of 'uvw' paths; the weight contraction is a GEMM done by torch). ``target`` 0/1/2 =
   x1/x2/z. ``z`` is path-major: path ``p`` occupies ``[n, dout, mul1, mul2]`` at ``zoff[p] * n``.
 
-* ``euclidnet_tp_uvws_SFX``: the form ``F(x1, x2, w, out)`` of weighted 'uvw' paths with per-sample weights
-  ``w[u,v,w]``. Per sample, path and ``v``: ``t[i,k] = sum_j c C_ijk x2[v,j]`` on the nonzero (i, k) pairs,
-  ``A[u,k] = sum_i t[i,k] x1[u,i]``, then ``out[w,k] += sum_u W[u,v,w] A[u,k]`` with the inner loop along
-  ``w`` (contiguous in the weights; ``out`` is accumulated in a ``[2l+1][mul]`` scratch). The adjoints use
-  ``B[u,k] = sum_w W[u,v,w] out[w,k]``. Each weight belongs to one path, so target 2 writes every weight
-  of the live paths exactly once per sample.
-
-* ``euclidnet_tp_uvub_SFX``: with per-sample weights, the three first derivatives of the 'uvu' form
-  (w.r.t. x1, x2, w; each optional) in one pass over the samples (used by first-order backward).
+* ``euclidnet_tp_blk_SFX``: weighted 'uvu' and 'uvw' paths (mixed) with per-sample weights, any subset of
+  the four contractions in one pass (``mask`` bit t = slot t; bits 0-2 read the output cotangent ``o``).
+  Samples are taken 16 at a time and transposed to ``[feature][16]`` so every inner loop runs over the 16
+  samples (vector code for any multiplicities). Per path and ``v``: ``t[(i,k)] = sum_j c C_ijk x2[v,j]``
+  on the nonzero (i, k) pairs; 'uvw': ``A[u,k] = sum_i t x1[u,i]``, ``out[w,k] += sum_u W[u,v,w] A[u,k]``,
+  adjoints through ``B[u,k] = sum_w W[u,v,w] o[w,k]``; 'uvu': ``out[u,k] += W[u,v] sum_i t x1[u,i]``.
+  Optional indices make it a message-passing kernel: sample ``z`` reads row ``idx1[z]`` of ``x1`` and row
+  ``idxo[z]`` of ``o``, and (``scatter``) adds its product to row ``idxo[z]`` of the output, the samples
+  being visited in an order sorted by ``idxo`` that threads split between rows (no write conflicts, the
+  same summation order for any thread count).
 
 Work is split over pthreads by static contiguous sample ranges.
 """
@@ -87,6 +88,26 @@ static inline void tp_range(int64_t n, int tid, int nthreads, int64_t *a, int64_
 #define UVU_PI 11
 /* path info (uvw cg): off1 mul1 d1 off2 mul2 d2 zoff dout e0 e1 */
 #define CG_PI 10
+/* path info (blk): mode(0 uvu, 1 uvw) off1 mul1 d1 off2 mul2 d2 offo mulo dout offw q0 q1; samples per block */
+#define BLK_PI 13
+#define BLK 16
+/* Without the pragma GCC unrolls these 16-trip loops into scalar code instead of vectorising them. */
+#define VL _Pragma("omp simd") for (int s = 0; s < BLK; s++)
+
+/* Thread tid's share [a, b) of n ordered samples; with keys, boundaries move forward past equal keys so
+   that no two threads write the same scattered output row. */
+static void blk_range(int64_t n, int tid, int nthreads, const int64_t *order, const int64_t *keys,
+                      int64_t *a, int64_t *b) {
+    int64_t r[2];
+    for (int h = 0; h < 2; h++) {
+        int64_t x = n * (tid + h) / nthreads;
+        if (keys && x > 0)
+            while (x < n && keys[order ? order[x] : x] == keys[order ? order[x - 1] : x - 1]) x++;
+        r[h] = x;
+    }
+    *a = r[0];
+    *b = r[1];
+}
 """
 
 _BODY = r"""
@@ -301,140 +322,6 @@ int euclidnet_tp_uvu_SFX(int target, const REAL *x1, const REAL *x2, const REAL 
     return err;
 }
 
-/* ---------------------------------------------------------------- uvu, all first derivatives --------- */
-/* Per-sample weights only: the gradients w.r.t. x1, x2 and w (each optional) of <o, out> in one pass, so
-   the transposes and the per-(path, v) CG contraction of x2 are done once instead of once per gradient. */
-typedef struct {
-    const REAL *x1, *x2, *w, *o;
-    REAL *g1, *g2, *gw;
-    int64_t n;
-    int dim1, dim2, wnum, dimo;
-    int npaths;
-    const int *pinfo, *pairs, *ej;
-    const REAL *ec;
-    int nb1; const int *b1;
-    int nbo; const int *bo;
-    int maxbuf, maxpairs;
-} uvub_args_SFX;
-
-static void *uvub_worker_SFX(void *jp) {
-    tp_job_t *job = (tp_job_t *)jp;
-    const uvub_args_SFX *A = (const uvub_args_SFX *)job->arg;
-    int64_t z0, z1;
-    tp_range(A->n, job->tid, job->nthreads, &z0, &z1);
-    size_t total = 2 * (size_t)A->dim1 + A->dimo + 2 * (size_t)A->wnum + 2 * (size_t)A->maxbuf + A->maxpairs + 16;
-    REAL *mem = (REAL *)malloc(total * sizeof(REAL));
-    if (!mem) { job->err = 1; return NULL; }
-    REAL *x1T = mem, *g1T = x1T + A->dim1, *oT = g1T + A->dim1, *wT = oT + A->dimo, *gwT = wT + A->wnum;
-    REAL *abuf = gwT + A->wnum, *ybuf = abuf + A->maxbuf, *tq = ybuf + A->maxbuf;
-    for (int64_t z = z0; z < z1; z++) {
-        const REAL *x1r = A->x1 + z * A->dim1;
-        const REAL *x2r = A->x2 + z * A->dim2;
-        const REAL *wr = A->w + z * A->wnum;
-        const REAL *orow = A->o + z * A->dimo;
-        for (int b = 0; b < A->nb1; b++) tr_in_SFX(x1r + A->b1[3 * b], x1T + A->b1[3 * b], A->b1[3 * b + 1], A->b1[3 * b + 2]);
-        for (int b = 0; b < A->nbo; b++) tr_in_SFX(orow + A->bo[3 * b], oT + A->bo[3 * b], A->bo[3 * b + 1], A->bo[3 * b + 2]);
-        for (int p = 0; p < A->npaths; p++) {
-            const int *P = A->pinfo + UVU_PI * p;
-            int mul1 = P[1], mul2 = P[4], offw = P[8];
-            for (int u = 0; u < mul1; u++)
-                for (int v = 0; v < mul2; v++) wT[offw + v * mul1 + u] = wr[offw + u * mul2 + v];
-        }
-        if (A->g1) memset(g1T, 0, sizeof(REAL) * A->dim1);
-        if (A->gw) memset(gwT, 0, sizeof(REAL) * A->wnum);
-        REAL *g2r = A->g2 ? A->g2 + z * A->dim2 : NULL;
-        if (g2r) memset(g2r, 0, sizeof(REAL) * A->dim2);
-        for (int p = 0; p < A->npaths; p++) {
-            const int *P = A->pinfo + UVU_PI * p;
-            const int off1 = P[0], mul = P[1], d1 = P[2], off2 = P[3], mul2 = P[4], d2 = P[5];
-            const int offo = P[6], offw = P[8], q0 = P[9], q1 = P[10];
-            const REAL *xb = x1T + off1;
-            const REAL *ob = oT + offo;
-            for (int v = 0; v < mul2; v++) {
-                const REAL *wv = wT + offw + v * mul;
-                if (A->g1 || A->gw) {
-                    const REAL *x2v = x2r + off2 + v * d2;
-                    for (int q = q0; q < q1; q++) {
-                        const int *Q = A->pairs + 4 * q;
-                        REAL s = 0;
-                        for (int e = Q[2]; e < Q[3]; e++) s += A->ec[e] * x2v[A->ej[e]];
-                        tq[q - q0] = s;
-                    }
-                    REAL *restrict a = abuf;
-                    memset(a, 0, sizeof(REAL) * d1 * mul);
-                    for (int q = q0; q < q1; q++) {
-                        const int *Q = A->pairs + 4 * q;
-                        const REAL t = tq[q - q0];
-                        REAL *restrict ai = a + Q[0] * mul;
-                        const REAL *restrict gk = ob + Q[1] * mul;
-                        for (int u = 0; u < mul; u++) ai[u] += t * gk[u];
-                    }
-                    if (A->g1) {
-                        for (int i = 0; i < d1; i++) {
-                            REAL *restrict gi = g1T + off1 + i * mul;
-                            const REAL *restrict ai = a + i * mul;
-                            for (int u = 0; u < mul; u++) gi[u] += wv[u] * ai[u];
-                        }
-                    }
-                    if (A->gw) {
-                        REAL *restrict gwv = gwT + offw + v * mul;
-                        for (int i = 0; i < d1; i++) {
-                            const REAL *restrict xi = xb + i * mul;
-                            const REAL *restrict ai = a + i * mul;
-                            for (int u = 0; u < mul; u++) gwv[u] += xi[u] * ai[u];
-                        }
-                    }
-                }
-                if (g2r) {
-                    REAL *restrict y = ybuf;
-                    for (int i = 0; i < d1; i++) {
-                        const REAL *restrict xi = xb + i * mul;
-                        REAL *restrict yi = y + i * mul;
-                        for (int u = 0; u < mul; u++) yi[u] = wv[u] * xi[u];
-                    }
-                    REAL *g2v = g2r + off2 + v * d2;
-                    for (int q = q0; q < q1; q++) {
-                        const int *Q = A->pairs + 4 * q;
-                        const REAL *restrict yi = y + Q[0] * mul;
-                        const REAL *restrict gk = ob + Q[1] * mul;
-                        REAL s = 0;
-                        for (int u = 0; u < mul; u++) s += yi[u] * gk[u];
-                        for (int e = Q[2]; e < Q[3]; e++) g2v[A->ej[e]] += A->ec[e] * s;
-                    }
-                }
-            }
-        }
-        if (A->g1) {
-            REAL *row = A->g1 + z * A->dim1;
-            for (int b = 0; b < A->nb1; b++) tr_out_SFX(g1T + A->b1[3 * b], row + A->b1[3 * b], A->b1[3 * b + 1], A->b1[3 * b + 2]);
-        }
-        if (A->gw) {
-            REAL *row = A->gw + z * A->wnum;
-            memset(row, 0, sizeof(REAL) * A->wnum);
-            for (int p = 0; p < A->npaths; p++) {
-                const int *P = A->pinfo + UVU_PI * p;
-                int mul1 = P[1], mul2 = P[4], offw = P[8];
-                for (int u = 0; u < mul1; u++)
-                    for (int v = 0; v < mul2; v++) row[offw + u * mul2 + v] = gwT[offw + v * mul1 + u];
-            }
-        }
-    }
-    free(mem);
-    return NULL;
-}
-
-int euclidnet_tp_uvub_SFX(const REAL *x1, const REAL *x2, const REAL *w, const REAL *o, REAL *g1, REAL *g2,
-                          REAL *gw, int64_t n, int dim1, int dim2, int wnum, int dimo, int npaths,
-                          const int *pinfo, const int *pairs, const int *ej, const REAL *ec, int nb1,
-                          const int *b1, int nbo, const int *bo, int maxbuf, int maxpairs, int nthreads) {
-    uvub_args_SFX A;
-    A.x1 = x1; A.x2 = x2; A.w = w; A.o = o; A.g1 = g1; A.g2 = g2; A.gw = gw;
-    A.n = n; A.dim1 = dim1; A.dim2 = dim2; A.wnum = wnum; A.dimo = dimo;
-    A.npaths = npaths; A.pinfo = pinfo; A.pairs = pairs; A.ej = ej; A.ec = ec;
-    A.nb1 = nb1; A.b1 = b1; A.nbo = nbo; A.bo = bo; A.maxbuf = maxbuf; A.maxpairs = maxpairs;
-    return tp_run(uvub_worker_SFX, &A, nthreads);
-}
-
 /* ---------------------------------------------------------------- uvw CG part ------------------------- */
 
 typedef struct {
@@ -517,155 +404,311 @@ int euclidnet_tp_uvwcg_SFX(int target, const REAL *x1, const REAL *x2, const REA
     A.npaths = npaths; A.pinfo = pinfo; A.ent = ent; A.ec = ec; A.nb2 = nb2; A.b2 = b2;
     return tp_run(cg_worker_SFX, &A, nthreads);
 }
-/* ---------------------------------------------------------------- uvw, per-sample weights ------------- */
-/* path info (uvws): off1 mul1 d1 off2 mul2 d2 offo mulo dout offw q0 q1 */
-#define UVWS_PI 12
+/* ---------------------------------------------------------------- per-sample weights, sample blocks ---- */
+/* Samples are processed BLK at a time in a transposed ("SIMD over samples") layout: feature f of the block
+   is the row T[f * BLK + s], s < BLK. Every inner loop then runs over the BLK samples with a compile-time
+   trip count, which the compiler turns into full-width vector code whatever the multiplicities and degrees
+   (loops over mul or 2l+1, as short as 1-14, barely vectorise). Lanes past the end of the batch are zero. */
 
 typedef struct {
-    int target;
+    int mask;             /* bit t: compute contraction t (3: the product; 0, 1, 2: gradients w.r.t. x1, x2, w of <o, out>) */
     const REAL *x1, *x2, *w, *o;
-    REAL *tgt;
+    REAL *t0, *t1, *t2, *t3;
     int64_t n;
     int dim1, dim2, wnum, dimo;
     int npaths;
     const int *pinfo;
-    const int *pairs;     /* per pair: i, k, e0, e1 */
+    const int *pairs;     /* per pair: i, k, e0, e1 (the path's nonzero CG entries grouped by (i, k)) */
     const int *ej;
     const REAL *ec;
-    int nbo; const int *bo;   /* out blocks: off, mul, d */
-    int maxa;             /* max mul1 * dout over paths */
+    int maxa;             /* max mul1 * dout over 'uvw' paths */
     int maxpairs;
-} uvws_args_SFX;
+    int maxd;             /* max d1, dout over paths */
+    const int64_t *order; /* processing order of the samples (NULL: 0..n-1) */
+    const int64_t *idx1;  /* row of x1 per sample (NULL: the sample) */
+    const int64_t *idxo;  /* row of o, and of out when scattering, per sample (NULL: the sample) */
+    int scatter;          /* out[idxo[z]] += product of sample z (out zeroed by the caller; order sorted by idxo) */
+} blk_args_SFX;
 
-static void *uvws_worker_SFX(void *jp) {
-    tp_job_t *job = (tp_job_t *)jp;
-    const uvws_args_SFX *A = (const uvws_args_SFX *)job->arg;
-    const int target = A->target;
-    int64_t z0, z1;
-    tp_range(A->n, job->tid, job->nthreads, &z0, &z1);
-    size_t total = (size_t)A->dimo + 2 * (size_t)A->maxa + A->maxpairs + 16;
-    REAL *mem = (REAL *)malloc(total * sizeof(REAL));
-    if (!mem) { job->err = 1; return NULL; }
-    REAL *oT = mem, *Am = oT + A->dimo, *Bm = Am + A->maxa, *tq = Bm + A->maxa;
+/* rows[s][0:dim] (s < nb) -> [dim][BLK] (zero lanes >= nb). The block side is walked row by row: it is
+   larger than L1 for wide features, and a sample-major walk would re-read its cache lines once per sample. */
+static inline void blk_in_SFX(const REAL *const *rows, REAL *restrict dst, int nb, int dim) {
+    for (int f = 0; f < dim; f++) {
+        REAL *restrict d = dst + (size_t)f * BLK;
+        for (int s = 0; s < nb; s++) d[s] = rows[s][f];
+        for (int s = nb; s < BLK; s++) d[s] = (REAL)0;
+    }
+}
 
-    for (int64_t z = z0; z < z1; z++) {
-        const REAL *x1r = A->x1 + z * A->dim1;
-        const REAL *x2r = A->x2 + z * A->dim2;
-        const REAL *wr = A->w + z * A->wnum;
-        if (target == 3) {
-            memset(oT, 0, sizeof(REAL) * A->dimo);
-        } else {
-            const REAL *orow = A->o + z * A->dimo;
-            for (int b = 0; b < A->nbo; b++) tr_in_SFX(orow + A->bo[3 * b], oT + A->bo[3 * b], A->bo[3 * b + 1], A->bo[3 * b + 2]);
+/* [dim][BLK] -> rows[s][0:dim] (s < nb), written or (accumulate) added in order of s, so rows that
+   repeat within the block receive their contributions in sample order. */
+static inline void blk_out_SFX(const REAL *restrict src, REAL *const *rows, int nb, int dim, int accumulate) {
+    if (accumulate) {
+        for (int s = 0; s < nb; s++) {
+            REAL *r = rows[s];
+            for (int f = 0; f < dim; f++) r[f] += src[(size_t)f * BLK + s];
         }
-        REAL *g = NULL;
-        if (target == 0) { g = A->tgt + z * A->dim1; memset(g, 0, sizeof(REAL) * A->dim1); }
-        if (target == 1) { g = A->tgt + z * A->dim2; memset(g, 0, sizeof(REAL) * A->dim2); }
-        REAL *gw = target == 2 ? A->tgt + z * A->wnum : NULL;
+        return;
+    }
+    for (int f = 0; f < dim; f++) {
+        const REAL *restrict r = src + (size_t)f * BLK;
+        for (int s = 0; s < nb; s++) rows[s][f] = r[s];
+    }
+}
+
+static void *blk_worker_SFX(void *jp) {
+    tp_job_t *job = (tp_job_t *)jp;
+    const blk_args_SFX *A = (const blk_args_SFX *)job->arg;
+    const int fwd = A->mask & 8, want0 = A->mask & 1, want1 = A->mask & 2, want2 = A->mask & 4;
+    const int need_x1 = fwd || want1 || want2, need_x2 = fwd || want0 || want2;
+    const int need_w = fwd || want0 || want1, need_o = want0 || want1 || want2;
+    int64_t p0, p1;
+    blk_range(A->n, job->tid, job->nthreads, A->order, A->scatter ? A->idxo : NULL, &p0, &p1);
+    if (p0 >= p1) return NULL;
+    const size_t d1n = (size_t)A->dim1 * BLK, d2n = (size_t)A->dim2 * BLK;
+    const size_t wn = (size_t)A->wnum * BLK, don = (size_t)A->dimo * BLK;
+    size_t total = d1n + d2n + wn + don;                         /* X1 X2 W O */
+    total += (want0 ? d1n : 0) + (want1 ? d2n : 0) + (want2 ? wn : 0) + (fwd ? don : 0);
+    total += ((size_t)A->maxa + 2 * (size_t)A->maxpairs + 2 * (size_t)A->maxd + 4) * BLK;
+    REAL *mem = (REAL *)aligned_alloc(64, ((total * sizeof(REAL) + 63) / 64) * 64);
+    if (!mem) { job->err = 1; return NULL; }
+    REAL *X1 = mem, *X2 = X1 + d1n, *W = X2 + d2n, *O = W + wn, *cur = O + don;
+    REAL *G1 = NULL, *G2 = NULL, *GW = NULL, *F = NULL;
+    if (want0) { G1 = cur; cur += d1n; }
+    if (want1) { G2 = cur; cur += d2n; }
+    if (want2) { GW = cur; cur += wn; }
+    if (fwd) { F = cur; cur += don; }
+    REAL *AB = cur; cur += (size_t)A->maxa * BLK;           /* uvw: A[u,k] (x1 side) or B[u,k] (out side) */
+    REAL *TQ = cur; cur += (size_t)A->maxpairs * BLK;       /* CG-contracted x2 per (i, k) pair */
+    REAL *SQ = cur; cur += (size_t)A->maxpairs * BLK;       /* x2-gradient sums per pair */
+    REAL *Y = cur; cur += (size_t)A->maxd * BLK;            /* uvu: per-u scratch of length d1 or dout */
+    REAL *Y2 = cur;
+
+    for (int64_t z0 = p0; z0 < p1; z0 += BLK) {
+        const int nb = p1 - z0 < BLK ? (int)(p1 - z0) : BLK;
+        int64_t id[BLK], r1[BLK], ro[BLK];
+        for (int s = 0; s < nb; s++) {
+            id[s] = A->order ? A->order[z0 + s] : z0 + s;
+            r1[s] = A->idx1 ? A->idx1[id[s]] : id[s];
+            ro[s] = A->idxo ? A->idxo[id[s]] : id[s];
+        }
+        const REAL *rin[BLK];
+        REAL *rout[BLK];
+#define ROWS(base, idx, dim) for (int s = 0; s < nb; s++) rin[s] = (base) + (idx)[s] * (int64_t)(dim)
+#define OUTROWS(base, idx, dim) for (int s = 0; s < nb; s++) rout[s] = (base) + (idx)[s] * (int64_t)(dim)
+        if (need_x1) { ROWS(A->x1, r1, A->dim1); blk_in_SFX(rin, X1, nb, A->dim1); }
+        if (need_x2) { ROWS(A->x2, id, A->dim2); blk_in_SFX(rin, X2, nb, A->dim2); }
+        if (need_w) { ROWS(A->w, id, A->wnum); blk_in_SFX(rin, W, nb, A->wnum); }
+        if (need_o) { ROWS(A->o, ro, A->dimo); blk_in_SFX(rin, O, nb, A->dimo); }
+        if (want0) memset(G1, 0, sizeof(REAL) * d1n);
+        if (want1) memset(G2, 0, sizeof(REAL) * d2n);
+        if (want2) memset(GW, 0, sizeof(REAL) * wn);
+        if (fwd) memset(F, 0, sizeof(REAL) * don);
         for (int p = 0; p < A->npaths; p++) {
-            const int *P = A->pinfo + UVWS_PI * p;
-            const int off1 = P[0], mul1 = P[1], d1 = P[2], off2 = P[3], mul2 = P[4], d2 = P[5];
-            const int offo = P[6], mulo = P[7], dout = P[8], offw = P[9], q0 = P[10], q1 = P[11];
-            const REAL *xb = x1r + off1;
-            REAL *ob = oT + offo;   /* [dout][mulo] */
+            const int *P = A->pinfo + BLK_PI * p;
+            const int uvw = P[0], off1 = P[1], mul1 = P[2], d1 = P[3], off2 = P[4], mul2 = P[5], d2 = P[6];
+            const int offo = P[7], mulo = P[8], dout = P[9], offw = P[10], q0 = P[11], q1 = P[12];
+            const int nq = q1 - q0;
+            const int *Q0 = A->pairs + 4 * q0;
             for (int v = 0; v < mul2; v++) {
-                /* W[u, v, :] rows of this path: wv + u * mul2 * mulo */
-                const REAL *wv = wr + offw + (int64_t)v * mulo;
-                const int64_t wstep = (int64_t)mul2 * mulo;
-                if (target != 1) {
-                    const REAL *x2v = x2r + off2 + v * d2;
-                    for (int q = q0; q < q1; q++) {
-                        const int *Q = A->pairs + 4 * q;
-                        REAL s = 0;
-                        for (int e = Q[2]; e < Q[3]; e++) s += A->ec[e] * x2v[A->ej[e]];
-                        tq[q - q0] = s;
+                if (need_x2) {
+                    /* TQ[q] = sum_e c_e x2[v, j_e] over the entries of pair q */
+                    for (int q = 0; q < nq; q++) {
+                        const int *Q = Q0 + 4 * q;
+                        REAL *restrict t = TQ + (size_t)q * BLK;
+                        const REAL c0 = A->ec[Q[2]];
+                        const REAL *restrict xa = X2 + (size_t)(off2 + v * d2 + A->ej[Q[2]]) * BLK;
+                        VL t[s] = c0 * xa[s];
+                        for (int e = Q[2] + 1; e < Q[3]; e++) {
+                            const REAL c = A->ec[e];
+                            const REAL *restrict xe = X2 + (size_t)(off2 + v * d2 + A->ej[e]) * BLK;
+                            VL t[s] += c * xe[s];
+                        }
                     }
                 }
-                if (target == 3 || target == 2) {
-                    /* Am[u, k] = sum_(i,k) t[i,k] x1[u, i] */
-                    memset(Am, 0, sizeof(REAL) * mul1 * dout);
-                    for (int u = 0; u < mul1; u++) {
-                        const REAL *xu = xb + u * d1;
-                        REAL *au = Am + u * dout;
-                        for (int q = q0; q < q1; q++) {
-                            const int *Q = A->pairs + 4 * q;
-                            au[Q[1]] += tq[q - q0] * xu[Q[0]];
-                        }
-                    }
-                    if (target == 3) {
+                if (want1) memset(SQ, 0, sizeof(REAL) * (size_t)nq * BLK);
+                if (uvw) {
+                    /* W[u, v, w] is row offw + (u * mul2 + v) * mulo + w */
+                    const size_t wstep = (size_t)mul2 * mulo;
+                    const REAL *Wv = W + (size_t)(offw + v * mulo) * BLK;
+                    REAL *GWv = want2 ? GW + (size_t)(offw + v * mulo) * BLK : NULL;
+                    if (fwd || want2) {
+                        /* AB[u, k] = sum_(i,k) TQ[q] x1[u, i] */
+                        memset(AB, 0, sizeof(REAL) * (size_t)mul1 * dout * BLK);
                         for (int u = 0; u < mul1; u++) {
-                            const REAL *restrict wu = wv + u * wstep;
-                            for (int k = 0; k < dout; k++) {
-                                const REAL a = Am[u * dout + k];
-                                REAL *restrict ok = ob + k * mulo;
-                                for (int w = 0; w < mulo; w++) ok[w] += a * wu[w];
+                            const REAL *xu = X1 + (size_t)(off1 + u * d1) * BLK;
+                            REAL *au = AB + (size_t)u * dout * BLK;
+                            for (int q = 0; q < nq; q++) {
+                                const int *Q = Q0 + 4 * q;
+                                REAL *restrict a = au + (size_t)Q[1] * BLK;
+                                const REAL *restrict t = TQ + (size_t)q * BLK;
+                                const REAL *restrict x = xu + (size_t)Q[0] * BLK;
+                                VL a[s] += t[s] * x[s];
                             }
                         }
-                    } else {
+                        if (fwd) {
+                            /* out[w, k] += sum_u W[u, v, w] AB[u, k] */
+                            for (int w = 0; w < mulo; w++) {
+                                for (int k = 0; k < dout; k++) {
+                                    REAL acc[BLK];
+                                    REAL *restrict f = F + (size_t)(offo + w * dout + k) * BLK;
+                                    VL acc[s] = f[s];
+                                    for (int u = 0; u < mul1; u++) {
+                                        const REAL *restrict wu = Wv + ((size_t)u * wstep + w) * BLK;
+                                        const REAL *restrict a = AB + ((size_t)u * dout + k) * BLK;
+                                        VL acc[s] += wu[s] * a[s];
+                                    }
+                                    VL f[s] = acc[s];
+                                }
+                            }
+                        }
+                        if (want2) {
+                            /* gW[u, v, w] = sum_k AB[u, k] o[w, k] */
+                            for (int u = 0; u < mul1; u++) {
+                                for (int w = 0; w < mulo; w++) {
+                                    REAL acc[BLK];
+                                    VL acc[s] = 0;
+                                    for (int k = 0; k < dout; k++) {
+                                        const REAL *restrict a = AB + ((size_t)u * dout + k) * BLK;
+                                        const REAL *restrict g = O + (size_t)(offo + w * dout + k) * BLK;
+                                        VL acc[s] += a[s] * g[s];
+                                    }
+                                    REAL *restrict gw = GWv + ((size_t)u * wstep + w) * BLK;
+                                    VL gw[s] = acc[s];
+                                }
+                            }
+                        }
+                    }
+                    if (want0 || want1) {
+                        /* AB[u, k] = sum_w W[u, v, w] o[w, k] */
                         for (int u = 0; u < mul1; u++) {
-                            REAL *restrict gu = gw + offw + (int64_t)v * mulo + u * wstep;
-                            const REAL a0 = Am[u * dout];
-                            const REAL *restrict o0 = ob;
-                            for (int w = 0; w < mulo; w++) gu[w] = a0 * o0[w];
-                            for (int k = 1; k < dout; k++) {
-                                const REAL a = Am[u * dout + k];
-                                const REAL *restrict ok = ob + k * mulo;
-                                for (int w = 0; w < mulo; w++) gu[w] += a * ok[w];
+                            for (int k = 0; k < dout; k++) {
+                                REAL acc[BLK];
+                                VL acc[s] = 0;
+                                for (int w = 0; w < mulo; w++) {
+                                    const REAL *restrict wu = Wv + ((size_t)u * wstep + w) * BLK;
+                                    const REAL *restrict g = O + (size_t)(offo + w * dout + k) * BLK;
+                                    VL acc[s] += wu[s] * g[s];
+                                }
+                                REAL *restrict b = AB + ((size_t)u * dout + k) * BLK;
+                                VL b[s] = acc[s];
+                            }
+                        }
+                        for (int u = 0; u < mul1; u++) {
+                            const REAL *bu = AB + (size_t)u * dout * BLK;
+                            for (int q = 0; q < nq; q++) {
+                                const int *Q = Q0 + 4 * q;
+                                const REAL *restrict b = bu + (size_t)Q[1] * BLK;
+                                if (want0) {
+                                    REAL *restrict g = G1 + (size_t)(off1 + u * d1 + Q[0]) * BLK;
+                                    const REAL *restrict t = TQ + (size_t)q * BLK;
+                                    VL g[s] += t[s] * b[s];
+                                }
+                                if (want1) {
+                                    REAL *restrict sq = SQ + (size_t)q * BLK;
+                                    const REAL *restrict x = X1 + (size_t)(off1 + u * d1 + Q[0]) * BLK;
+                                    VL sq[s] += x[s] * b[s];
+                                }
                             }
                         }
                     }
                 } else {
-                    /* Bm[u, k] = sum_w W[u, v, w] o[w, k] */
+                    /* 'uvu': W[u, v] is row offw + u * mul2 + v; out[u, k] += W[u, v] sum_(i,k) TQ[q] x1[u, i] */
                     for (int u = 0; u < mul1; u++) {
-                        const REAL *restrict wu = wv + u * wstep;
-                        for (int k = 0; k < dout; k++) {
-                            const REAL *restrict ok = ob + k * mulo;
-                            REAL s = 0;
-                            for (int w = 0; w < mulo; w++) s += wu[w] * ok[w];
-                            Bm[u * dout + k] = s;
-                        }
-                    }
-                    if (target == 0) {
-                        for (int u = 0; u < mul1; u++) {
-                            REAL *gu = g + off1 + u * d1;
-                            const REAL *bu = Bm + u * dout;
-                            for (int q = q0; q < q1; q++) {
-                                const int *Q = A->pairs + 4 * q;
-                                gu[Q[0]] += tq[q - q0] * bu[Q[1]];
+                        const REAL *restrict wuv = W + (size_t)(offw + u * mul2 + v) * BLK;
+                        const REAL *xu = X1 + (size_t)(off1 + u * d1) * BLK;
+                        const REAL *ou = O + (size_t)(offo + u * dout) * BLK;
+                        if (fwd) {
+                            for (int i = 0; i < d1; i++) {
+                                REAL *restrict y = Y + (size_t)i * BLK;
+                                const REAL *restrict x = xu + (size_t)i * BLK;
+                                VL y[s] = wuv[s] * x[s];
+                            }
+                            REAL *fu = F + (size_t)(offo + u * dout) * BLK;
+                            for (int q = 0; q < nq; q++) {
+                                const int *Q = Q0 + 4 * q;
+                                REAL *restrict f = fu + (size_t)Q[1] * BLK;
+                                const REAL *restrict t = TQ + (size_t)q * BLK;
+                                const REAL *restrict y = Y + (size_t)Q[0] * BLK;
+                                VL f[s] += t[s] * y[s];
                             }
                         }
-                    } else {
-                        REAL *g2v = g + off2 + v * d2;
-                        for (int q = q0; q < q1; q++) {
-                            const int *Q = A->pairs + 4 * q;
-                            const int i = Q[0], k = Q[1];
-                            REAL s = 0;
-                            for (int u = 0; u < mul1; u++) s += xb[u * d1 + i] * Bm[u * dout + k];
-                            for (int e = Q[2]; e < Q[3]; e++) g2v[A->ej[e]] += A->ec[e] * s;
+                        if (want2) {
+                            REAL acc[BLK];
+                            VL acc[s] = 0;
+                            for (int q = 0; q < nq; q++) {
+                                const int *Q = Q0 + 4 * q;
+                                const REAL *restrict t = TQ + (size_t)q * BLK;
+                                const REAL *restrict x = xu + (size_t)Q[0] * BLK;
+                                const REAL *restrict g = ou + (size_t)Q[1] * BLK;
+                                VL acc[s] += t[s] * x[s] * g[s];
+                            }
+                            REAL *restrict gw = GW + (size_t)(offw + u * mul2 + v) * BLK;
+                            VL gw[s] = acc[s];
+                        }
+                        if (want0 || want1) {
+                            /* Y2[k] = W[u, v] o[u, k] */
+                            for (int k = 0; k < dout; k++) {
+                                REAL *restrict y = Y2 + (size_t)k * BLK;
+                                const REAL *restrict g = ou + (size_t)k * BLK;
+                                VL y[s] = wuv[s] * g[s];
+                            }
+                            for (int q = 0; q < nq; q++) {
+                                const int *Q = Q0 + 4 * q;
+                                const REAL *restrict y = Y2 + (size_t)Q[1] * BLK;
+                                if (want0) {
+                                    REAL *restrict g = G1 + (size_t)(off1 + u * d1 + Q[0]) * BLK;
+                                    const REAL *restrict t = TQ + (size_t)q * BLK;
+                                    VL g[s] += t[s] * y[s];
+                                }
+                                if (want1) {
+                                    REAL *restrict sq = SQ + (size_t)q * BLK;
+                                    const REAL *restrict x = xu + (size_t)Q[0] * BLK;
+                                    VL sq[s] += x[s] * y[s];
+                                }
+                            }
+                        }
+                    }
+                }
+                if (want1) {
+                    /* gx2[v, j_e] += c_e SQ[q] */
+                    for (int q = 0; q < nq; q++) {
+                        const int *Q = Q0 + 4 * q;
+                        const REAL *restrict sq = SQ + (size_t)q * BLK;
+                        for (int e = Q[2]; e < Q[3]; e++) {
+                            const REAL c = A->ec[e];
+                            REAL *restrict g = G2 + (size_t)(off2 + v * d2 + A->ej[e]) * BLK;
+                            VL g[s] += c * sq[s];
                         }
                     }
                 }
             }
         }
-        if (target == 3) {
-            REAL *row = A->tgt + z * A->dimo;
-            for (int b = 0; b < A->nbo; b++) tr_out_SFX(oT + A->bo[3 * b], row + A->bo[3 * b], A->bo[3 * b + 1], A->bo[3 * b + 2]);
+        if (want0) { OUTROWS(A->t0, id, A->dim1); blk_out_SFX(G1, rout, nb, A->dim1, 0); }
+        if (want1) { OUTROWS(A->t1, id, A->dim2); blk_out_SFX(G2, rout, nb, A->dim2, 0); }
+        if (want2) { OUTROWS(A->t2, id, A->wnum); blk_out_SFX(GW, rout, nb, A->wnum, 0); }
+        if (fwd) {
+            if (A->scatter) { OUTROWS(A->t3, ro, A->dimo); } else { OUTROWS(A->t3, id, A->dimo); }
+            blk_out_SFX(F, rout, nb, A->dimo, A->scatter);
         }
+#undef ROWS
+#undef OUTROWS
     }
     free(mem);
     return NULL;
 }
 
-int euclidnet_tp_uvws_SFX(int target, const REAL *x1, const REAL *x2, const REAL *w, const REAL *o, REAL *tgt,
-                          int64_t n, int dim1, int dim2, int wnum, int dimo, int npaths, const int *pinfo,
-                          const int *pairs, const int *ej, const REAL *ec, int nbo, const int *bo, int maxa,
-                          int maxpairs, int nthreads) {
-    uvws_args_SFX A;
-    A.target = target; A.x1 = x1; A.x2 = x2; A.w = w; A.o = o; A.tgt = tgt;
-    A.n = n; A.dim1 = dim1; A.dim2 = dim2; A.wnum = wnum; A.dimo = dimo;
-    A.npaths = npaths; A.pinfo = pinfo; A.pairs = pairs; A.ej = ej; A.ec = ec;
-    A.nbo = nbo; A.bo = bo; A.maxa = maxa; A.maxpairs = maxpairs;
-    return tp_run(uvws_worker_SFX, &A, nthreads);
+int euclidnet_tp_blk_SFX(int mask, const REAL *x1, const REAL *x2, const REAL *w, const REAL *o, REAL *t0, REAL *t1,
+                         REAL *t2, REAL *t3, int64_t n, int dim1, int dim2, int wnum, int dimo, int npaths,
+                         const int *pinfo, const int *pairs, const int *ej, const REAL *ec, int maxa, int maxpairs,
+                         int maxd, const int64_t *order, const int64_t *idx1, const int64_t *idxo, int scatter,
+                         int nthreads) {
+    blk_args_SFX A;
+    A.mask = mask; A.x1 = x1; A.x2 = x2; A.w = w; A.o = o; A.t0 = t0; A.t1 = t1; A.t2 = t2; A.t3 = t3;
+    A.n = n; A.dim1 = dim1; A.dim2 = dim2; A.wnum = wnum; A.dimo = dimo; A.npaths = npaths; A.pinfo = pinfo;
+    A.pairs = pairs; A.ej = ej; A.ec = ec; A.maxa = maxa; A.maxpairs = maxpairs; A.maxd = maxd;
+    A.order = order; A.idx1 = idx1; A.idxo = idxo; A.scatter = scatter;
+    return tp_run(blk_worker_SFX, &A, nthreads);
 }
 """
 

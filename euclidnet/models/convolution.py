@@ -16,7 +16,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..graph.scatter import scatter_sum
 from ..nn import BesselBasis, FullyConnectedNet, Gate, PolynomialCutoff
 from ..o3 import Irreps, Linear, spherical_harmonics
 from ..tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct
@@ -122,8 +121,8 @@ class InteractionBlock(torch.nn.Module):
         src, dst = edge_index[0], edge_index[1]
         h = self.linear_1(x)
         weights = self.radial(edge_radial)
-        messages = self.tp(h[src], edge_sh, weights)
-        m = scatter_sum(messages, dst, dim=0, dim_size=x.shape[0]) / math.sqrt(self.avg_num_neighbors)
+        # sum over neighbours of TP(h[src], Y, w): one fused pass, no per-edge messages in memory
+        m = self.tp.scatter(h, edge_sh, src, dst, x.shape[0], weights) / math.sqrt(self.avg_num_neighbors)
         y = self.linear_2(m) + self.self_connection(x, node_attrs)
         out = self.gate(y)
         return out + x if self.resnet else out

@@ -180,8 +180,7 @@ class TensorFieldNetwork(torch.nn.Module):
         ) * math.sqrt(self.num_basis)
         src, dst = graph.edge_index[0], graph.edge_index[1]
         for tp, radial, si, act in zip(self.convs, self.radials, self.self_interactions, self.acts):
-            msg = tp(x[src], sh, radial(emb))
-            conv = scatter_sum(msg, dst, dim=0, dim_size=graph.num_nodes) / math.sqrt(self.avg_num_neighbors)
+            conv = tp.scatter(x, sh, src, dst, graph.num_nodes, radial(emb)) / math.sqrt(self.avg_num_neighbors)
             x = act(conv + si(x))
         out = {"node_features": x}
         g = graph_readout(x, graph, self.reduce)

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
+from ..kernels import _tp as _tpk
 from ..o3.irreps import Irrep, Irreps
 from .descriptor import TensorProductDescriptor
-from .execution import TensorProductExecutor
+from .execution import TensorProductExecutor, fused_usable
 
 __all__ = [
     "TensorProduct",
@@ -147,6 +148,54 @@ class TensorProduct(torch.nn.Module):
             w = w.to(x1.dtype)
         out = self._exec(x1, x2, w)
         return out.reshape(batch + (self.irreps_out.dim,))
+
+    def scatter(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        num_out: int,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Message passing: ``out[i] = sum over samples e with dst[e] = i of self(x1[src[e]], x2[e], weight[e])``.
+
+        ``x1 [N, irreps_in1.dim]`` (e.g. node features), ``x2 [E, irreps_in2.dim]`` (e.g. edge harmonics),
+        ``src``, ``dst`` integer ``[E]`` with ``0 <= src < N`` and ``0 <= dst < num_out``, ``weight``
+        ``[E, weight_numel]`` (per-sample) or as in :meth:`forward` (shared) -> ``[num_out, irreps_out.dim]``.
+        Equal to ``index_add(0, dst, self(x1[src], x2, weight))``; with per-sample weights on CPU the fused
+        kernel computes it without materialising ``x1[src]`` or the ``[E, irreps_out.dim]`` messages (each
+        output row is summed in increasing ``e``, independently of the thread count).
+        """
+        _check_features(x1, self.irreps_in1, "x1")
+        _check_features(x2, self.irreps_in2, "x2")
+        if x1.ndim != 2 or x2.ndim != 2:
+            raise ValueError(f"scatter: x1 and x2 must be 2-D, got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
+        if x1.dtype != x2.dtype:
+            raise TypeError(f"x1 and x2 must have the same dtype, got {x1.dtype} and {x2.dtype}")
+        E = x2.shape[0]
+        for name, idx in (("src", src), ("dst", dst)):
+            if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int32, torch.int64) or idx.shape != (E,):
+                got = f"{idx.dtype} {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+                raise ValueError(f"scatter: {name} must be an integer tensor of shape ({E},) (one per row of x2), "
+                                 f"got {got}")
+        num_out = int(num_out)
+        if E > 0:
+            for name, idx, hi in (("src", src, x1.shape[0]), ("dst", dst, num_out)):
+                lo_v, hi_v = int(idx.min()), int(idx.max())
+                if lo_v < 0 or hi_v >= hi:
+                    raise IndexError(f"scatter: {name} has values in [{lo_v}, {hi_v}]; expected [0, {hi - 1}]")
+        w = self._resolve_weight(weight)
+        if not self.shared_weights:
+            if w.shape != (E, self.weight_numel):
+                raise ValueError(f"weight has shape {tuple(w.shape)}; expected ({E}, {self.weight_numel})")
+            if w.dtype != x1.dtype and w.numel() > 0:
+                w = w.to(x1.dtype)
+            engine = self._exec._fused
+            if isinstance(engine, _tpk.SampleBlockEngine) and fused_usable(x1, x2, w):
+                return _tpk.ScatterTriLinear.apply(engine, x1, x2, w, src, dst, num_out)
+        msg = self.forward(x1[src], x2, weight)
+        return msg.new_zeros(num_out, msg.shape[1]).index_add(0, dst, msg)
 
     def extra_repr(self) -> str:
         d = self.descriptor
