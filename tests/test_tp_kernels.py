@@ -390,7 +390,7 @@ def _scatter_run(tp, x1, x2, w, src, dst, M, fused: bool, order: int = 2):
     ex.FUSED_ENABLED = fused
     try:
         out = tp.scatter(x1, x2, src, dst, M, w)
-        assert (type(out.grad_fn).__name__ == "ScatterTriLinearBackward") == (fused and x2.shape[0] > 0)
+        assert (type(out.grad_fn).__name__ == "BlockTPBackward") == (fused and x2.shape[0] > 0)
         cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
         res = [out.detach()]
         grads = torch.autograd.grad((out * cot).sum(), [x1, x2, w], create_graph=order > 1)
@@ -421,9 +421,9 @@ def test_scatter_first_order_backward_one_pass(monkeypatch):
     calls = []
     orig = K.SampleBlockEngine.contract_many
 
-    def spy(self, ops, targets, idx1=None, idxo=None, scatter_rows=None):
+    def spy(self, ops, targets, idx1=None, idxo=None, scatter_rows=None, basis=None):
         calls.append((targets, idx1 is not None, idxo is not None, scatter_rows))
-        return orig(self, ops, targets, idx1, idxo, scatter_rows)
+        return orig(self, ops, targets, idx1, idxo, scatter_rows, basis)
 
     monkeypatch.setattr(K.SampleBlockEngine, "contract_many", spy)
     x2.requires_grad_(False)
@@ -492,3 +492,102 @@ def test_scatter_bad_input():
         tp.scatter(x1, x2, src, dst, M, w[:3])
     with pytest.raises(ValueError, match="x2"):
         tp.scatter(x1, x2[:, :-1], src, dst, M, w)
+
+
+def _factored_run(tp, x1, x2, c, B, src, dst, M, fused: bool, order: int = 2):
+    """Values and derivatives (w.r.t. x1, x2, coefficients and basis) of the factored-weight product,
+    plain (``src is None``) or scattered."""
+    old = ex.FUSED_ENABLED
+    ex.FUSED_ENABLED = fused
+    try:
+        if src is None:
+            out = tp(x1, x2, c, weight_basis=B)
+        else:
+            out = tp.scatter(x1, x2, src, dst, M, c, weight_basis=B)
+        fn = out.grad_fn
+        if type(fn).__name__ == "ViewBackward0":  # forward reshapes to the batch shape
+            fn = fn.next_functions[0][0]
+        assert (type(fn).__name__ == "BlockTPBackward") == (fused and x2.shape[0] > 0)
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+        ins = [x1, x2, c, B]
+        grads = torch.autograd.grad((out * cot).sum(), ins, create_graph=order > 1)
+        res = [out.detach()] + [gr.detach() for gr in grads]
+        if order > 1:
+            s = sum((gr.sin() * (k + 1)).sum() for k, gr in enumerate(grads))
+            second = torch.autograd.grad(s, ins, allow_unused=True, materialize_grads=True)
+            res += [gr.detach() for gr in second]
+        return res
+    finally:
+        ex.FUSED_ENABLED = old
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scattered", [False, True])
+@pytest.mark.parametrize("kind", ["uvu", "uvw", "mixed"])
+def test_factored_weights_equal_torch_path(kind, scattered, dtype):
+    """``weight_basis``: the kernel forms ``w = c @ B`` block by block; equal to the torch plan on the
+    materialised weights, with gradients for the coefficients and the basis (orders 1 and 2)."""
+    tp, x1, x2, _, src, dst, M = _scatter_case(kind, 37, dtype)
+    g = torch.Generator().manual_seed(11)
+    c = torch.randn(37, 5, generator=g, dtype=dtype, requires_grad=True)
+    B = torch.randn(5, tp.weight_numel, generator=g, dtype=dtype, requires_grad=True)
+    if not scattered:
+        x1 = torch.randn(37, tp.irreps_in1.dim, generator=g, dtype=dtype, requires_grad=True)
+        src = dst = M = None
+    a = _factored_run(tp, x1, x2, c, B, src, dst, M, True)
+    b = _factored_run(tp, x1, x2, c, B, src, dst, M, False)
+    _assert_close(a, b, TOL[dtype])
+
+
+def test_factored_one_pass_backward_and_gradcheck(monkeypatch):
+    tp = TensorProduct(
+        "2x0e+1x1o", "0e+1o", "2x0e+1x1o+1x0e",
+        [(0, 0, 0, "uvu", True), (1, 1, 2, "uvw", True), (1, 0, 1, "uvu", True), (0, 1, 1, "uvw", True)],
+        shared_weights=False,
+    ).to(F64)
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(3, tp.irreps_in1.dim, generator=g, dtype=F64, requires_grad=True)
+    x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=F64, requires_grad=True)
+    c = torch.randn(7, 3, generator=g, dtype=F64, requires_grad=True)
+    B = torch.randn(3, tp.weight_numel, generator=g, dtype=F64, requires_grad=True)
+    src, dst, M = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([1, 1, 0, 3, 1, 0, 1]), 4
+
+    def f(a, b, cc, bb):
+        return tp.scatter(a, b, src, dst, M, cc, weight_basis=bb)
+
+    assert torch.autograd.gradcheck(f, (x1, x2, c, B))
+    assert torch.autograd.gradgradcheck(f, (x1, x2, c, B))
+    calls = []
+    orig = K.SampleBlockEngine.contract_many
+
+    def spy(self, ops, targets, idx1=None, idxo=None, scatter_rows=None, basis=None):
+        calls.append((targets, basis is not None))
+        return orig(self, ops, targets, idx1, idxo, scatter_rows, basis)
+
+    monkeypatch.setattr(K.SampleBlockEngine, "contract_many", spy)
+    c.requires_grad_(False)  # only the basis (and x1, x2) need gradients: target 2 still runs, for the basis
+    torch.autograd.grad(f(x1, x2, c, B).sum(), [x1, x2, B])
+    assert calls == [((3,), True), ((0, 1, 2), True)]
+
+
+def test_factored_bad_input_and_mlp_factors():
+    from euclidnet.nn import FullyConnectedNet
+
+    tp, x1, x2, w, src, dst, M = _scatter_case("uvw", 10, F64)
+    B = torch.randn(4, tp.weight_numel, dtype=F64)
+    with pytest.raises(ValueError, match=r"with weight_basis \[4, .*\] expected \[\.\.\., 4\]"):
+        tp.scatter(x1, x2, src, dst, M, w, weight_basis=B)
+    with pytest.raises(ValueError, match="weight_basis has shape"):
+        tp.scatter(x1, x2, src, dst, M, w[:, :4], weight_basis=B[:, :-1])
+    shared = FullyConnectedTensorProduct("2x0e", "0e", "2x0e").to(F64)
+    with pytest.raises(ValueError, match="per-sample weights"):
+        shared(torch.randn(3, 2, dtype=F64), torch.randn(3, 1, dtype=F64), torch.randn(3, 2, dtype=F64),
+               weight_basis=torch.randn(2, shared.weight_numel, dtype=F64))
+    mlp = FullyConnectedNet([6, 8, 5, tp.weight_numel], torch.nn.functional.silu).to(F64)
+    r = torch.randn(10, 6, dtype=F64)
+    h, basis = mlp.factored(r)
+    torch.testing.assert_close(h @ basis, mlp(r), rtol=1e-13, atol=1e-13)
+    a = tp.scatter(x1, x2, src, dst, M, h, weight_basis=basis)
+    torch.testing.assert_close(a, tp.scatter(x1, x2, src, dst, M, mlp(r)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="linear output layer"):
+        FullyConnectedNet([6, 5], torch.tanh, out_act=True).factored(r)

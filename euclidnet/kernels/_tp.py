@@ -11,7 +11,8 @@ Engines (which slot contraction is computed how):
 * :class:`SampleBlockEngine`: every path weighted 'uvu' or 'uvw' with per-sample weights (convolutions,
   attention keys/values): the C kernel ``euclidnet_tp_blk`` computes any subset of the four contractions
   in one pass, vectorised over blocks of samples, optionally gathering ``x1`` and scattering the output by
-  index (:class:`ScatterTriLinear`, behind :meth:`euclidnet.tp.TensorProduct.scatter`).
+  index and forming factored weights in the kernel (:class:`BlockTP`, behind ``weight_basis`` and
+  :meth:`euclidnet.tp.TensorProduct.scatter`).
 * :class:`UVUEngine`: every path weighted 'uvu' with shared weights: the C kernel ``euclidnet_tp_uvu``
   computes all four contractions directly.
 * :class:`UVWEngine` (opt-in, :data:`ENABLE_UVW`): every path weighted 'uvw' with shared weights: the CG part
@@ -33,7 +34,7 @@ from ._tp_source import source
 
 __all__ = [
     "SampleBlockEngine",
-    "ScatterTriLinear",
+    "BlockTP",
     "TriLinear",
     "UVUEngine",
     "UVWEngine",
@@ -87,7 +88,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         g.restype = i32
         k = getattr(lib, f"euclidnet_tp_blk_{sfx}")
         k.argtypes = [i32] + [ptr] * 8 + [i64, i32, i32, i32, i32, i32, ptr, ptr, ptr, ptr, i32, i32, i32]
-        k.argtypes += [ptr, ptr, ptr, i32, i32]
+        k.argtypes += [ptr, ptr, ptr, i32, ptr, i32, i32]
         k.restype = i32
 
 
@@ -420,6 +421,7 @@ class SampleBlockEngine:
         idx1: torch.Tensor | None = None,
         idxo: torch.Tensor | None = None,
         scatter_rows: int | None = None,
+        basis: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The contractions ``T_t`` for ``t`` in ``targets`` (slots: 0 x1, 1 x2, 2 w, 3 out), one pass.
 
@@ -428,12 +430,20 @@ class SampleBlockEngine:
         ``n = len(idx1)`` samples): sample ``z`` reads row ``idx1[z]`` of ``x1`` and row ``idxo[z]`` of ``o``
         (gathers never materialised); with ``scatter_rows`` the product is summed into ``out[idxo[z]]``
         (``[scatter_rows, dim_out]``), each row in increasing ``z``, whatever the thread count.
+
+        Factored weights: with ``basis [K, weight_numel]``, slot 2 holds coefficients ``[n, K]`` and the
+        weights of sample ``z`` are ``w[z] @ basis``, formed block by block inside the kernel (e.g. the radial
+        MLP's hidden features and output layer). Target 2 still yields the per-sample weight gradient
+        ``[n, weight_numel]`` (the caller contracts it with the factors: two GEMMs).
         """
         ref = next(t for t in ops if t is not None)
         dtype = ref.dtype
         n = idx1.shape[0] if idx1 is not None else ref.shape[0]
         ops = [None if t is None else t.contiguous() for t in ops]
         scatter = scatter_rows is not None
+        K = 0 if basis is None else basis.shape[0]
+        if basis is not None:
+            basis = basis.to(dtype).contiguous()
         outs = []
         for t in targets:
             if t == 3 and scatter:
@@ -478,6 +488,8 @@ class SampleBlockEngine:
             _p(idx[0]),
             _p(idx[1]),
             int(scatter),
+            _p(basis),
+            K,
             _threads(n),
         )
         if rc != 0:
@@ -542,12 +554,16 @@ class TriLinear(torch.autograd.Function):
         return (None, None, *grads)
 
 
-class ScatterTriLinear(torch.autograd.Function):
-    """``out[i] = sum_(z: dst[z] = i) TP(x1[src[z]], x2[z], w[z])`` with a :class:`SampleBlockEngine`: the
-    gather of ``x1``, the per-sample products and their sum over ``dst`` in one kernel pass (no
-    ``[n, dim_out]`` messages). First-order backward: one pass for all per-sample gradients, reading the
-    output cotangent at ``dst``; ``x1``'s gradient is then summed over ``src``. Under ``create_graph`` the
-    backward is built from :class:`TriLinear` and differentiable indexing, so every order is exact.
+class BlockTP(torch.autograd.Function):
+    """A :class:`SampleBlockEngine` product with optional indexing and factored weights, one kernel pass.
+
+    ``out = sum over z with dst[z] = i of TP(x1[src[z]], x2[z], W[z])`` (``src``/``dst`` given; ``[num_out,
+    dim_out]``) or ``TP(x1[z], x2[z], W[z])`` (``[n, dim_out]``), with ``W = w`` or, given ``basis``,
+    ``W = w @ basis``. Neither the gathered ``x1``, nor the messages, nor ``W`` is materialised forward.
+    First-order backward: one pass for all per-sample gradients (the output cotangent read at ``dst``, ``W``
+    formed again in the kernel), then ``x1``'s gradient summed over ``src`` and the weight gradient
+    contracted with the factors (two GEMMs). Under ``create_graph`` the
+    backward is built from :class:`TriLinear` and differentiable torch ops, so every order is exact.
     """
 
     @staticmethod
@@ -557,32 +573,51 @@ class ScatterTriLinear(torch.autograd.Function):
         x1: torch.Tensor,
         x2: torch.Tensor,
         w: torch.Tensor,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        num_out: int,
+        basis: torch.Tensor | None,
+        src: torch.Tensor | None,
+        dst: torch.Tensor | None,
+        num_out: int | None,
     ) -> torch.Tensor:
         ctx.engine = engine
-        ctx.save_for_backward(x1, x2, w, src, dst)
+        ctx.indexed = src is not None
+        ctx.factored = basis is not None
+        ctx.save_for_backward(x1, x2, w, basis, src, dst)
         with torch.no_grad():
-            return engine.contract_many([x1, x2, w, None], (3,), idx1=src, idxo=dst, scatter_rows=num_out)[0]
+            return engine.contract_many(
+                [x1, x2, w, None], (3,), idx1=src, idxo=dst, scatter_rows=num_out, basis=basis
+            )[0]
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        x1, x2, w, src, dst = ctx.saved_tensors
+        x1, x2, w, basis, src, dst = ctx.saved_tensors
         engine = ctx.engine
-        need = ctx.needs_input_grad[1:4]
+        need = ctx.needs_input_grad[1:5]
+        none = (None, None, None)
         if not any(need):
-            return (None,) * 7
+            return (None,) * 8
         if torch.is_grad_enabled():
-            ge, x1e = g[dst], x1[src]
-            g1 = TriLinear.apply(engine, 0, x2, w, ge) if need[0] else None
-            g2 = TriLinear.apply(engine, 1, x1e, w, ge) if need[1] else None
-            gw = TriLinear.apply(engine, 2, x1e, x2, ge) if need[2] else None
-            if g1 is not None:
+            W = w @ basis if ctx.factored else w
+            ge, x1e = (g[dst], x1[src]) if ctx.indexed else (g, x1)
+            g1 = TriLinear.apply(engine, 0, x2, W, ge) if need[0] else None
+            g2 = TriLinear.apply(engine, 1, x1e, W, ge) if need[1] else None
+            gW = TriLinear.apply(engine, 2, x1e, x2, ge) if need[2] or need[3] else None
+            if g1 is not None and ctx.indexed:
                 g1 = torch.zeros_like(x1).index_add(0, src, g1)
-            return (None, g1, g2, gw, None, None, None)
-        wanted = tuple(s for s in range(3) if need[s])
-        res = dict(zip(wanted, engine.contract_many([x1, x2, w, g], wanted, idx1=src, idxo=dst)))
-        if 0 in res:
-            res[0] = torch.zeros_like(x1).index_add_(0, src, res[0])
-        return (None, res.get(0), res.get(1), res.get(2), None, None, None)
+            gw, gb = gW, None
+            if ctx.factored:
+                gw = gW @ basis.t() if need[2] else None
+                gb = w.t() @ gW if need[3] else None
+            return (None, g1, g2, gw, gb, *none)
+        wanted = tuple(s for s in range(3) if need[s] or (s == 2 and need[3]))
+        res = engine.contract_many(
+            [x1, x2, w, g], wanted, idx1=src, idxo=dst, basis=basis if ctx.factored else None
+        )
+        grads: dict[int, torch.Tensor | None] = dict(zip(wanted, res))
+        if 0 in grads and ctx.indexed:
+            grads[0] = torch.zeros_like(x1).index_add_(0, src, grads[0])
+        gb = None
+        if ctx.factored and 2 in grads:
+            gW = grads[2]  # per-sample weight gradient [n, weight_numel]: GEMMs with the factors
+            gb = w.t() @ gW if need[3] else None
+            grads[2] = gW @ basis.t() if need[2] else None
+        return (None, grads.get(0), grads.get(1), grads.get(2), gb, *none)

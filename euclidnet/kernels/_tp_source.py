@@ -94,6 +94,98 @@ static inline void tp_range(int64_t n, int tid, int nthreads, int64_t *a, int64_
 /* Without the pragma GCC unrolls these 16-trip loops into scalar code instead of vectorising them. */
 #define VL _Pragma("omp simd") for (int s = 0; s < BLK; s++)
 
+/* Block transposes of the sample-block kernel: rows[s][0:dim] (s < nb) <-> [dim][BLK] (zero lanes >= nb).
+   Full blocks go through 8x8 (float) / 4x4 (double) register transposes: element-wise, the compiler turns
+   the 16 row pointers into gathers, which cost more than all the arithmetic of a block. The output side
+   writes, or adds in increasing s (a row repeated within the block receives its terms in sample order). */
+#ifdef __AVX__
+#include <immintrin.h>
+static inline void tr8_f32(__m256 *r) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+static inline void tr4_f64(__m256d *r) {
+    __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20); r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31); r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+#define TILE_f32 8
+#define TILE_f64 4
+#endif
+
+#define BLK_IO(REAL, SFX, VT, LOADU, STOREU, LOAD, STORE, ADD, TR)                                               \
+static inline void blk_in_##SFX(const REAL *const *rows, REAL *restrict dst, int nb, int dim) {                 \
+    int f0 = 0;                                                                                                  \
+    if (nb == BLK) {                                                                                             \
+        for (; f0 + TILE_##SFX <= dim; f0 += TILE_##SFX)                                                         \
+            for (int s0 = 0; s0 < BLK; s0 += TILE_##SFX) {                                                       \
+                VT r[TILE_##SFX];                                                                                \
+                for (int i = 0; i < TILE_##SFX; i++) r[i] = LOADU(rows[s0 + i] + f0);                            \
+                TR(r);                                                                                           \
+                for (int j = 0; j < TILE_##SFX; j++) STORE(dst + (size_t)(f0 + j) * BLK + s0, r[j]);           \
+            }                                                                                                    \
+    }                                                                                                            \
+    for (int f = f0; f < dim; f++) {                                                                             \
+        REAL *restrict d = dst + (size_t)f * BLK;                                                                \
+        for (int s = 0; s < nb; s++) d[s] = rows[s][f];                                                          \
+        for (int s = nb; s < BLK; s++) d[s] = (REAL)0;                                                           \
+    }                                                                                                            \
+}                                                                                                                \
+static inline void blk_out_##SFX(const REAL *restrict src, REAL *const *rows, int nb, int dim, int accumulate) { \
+    int f0 = 0;                                                                                                  \
+    if (nb == BLK) {                                                                                             \
+        for (; f0 + TILE_##SFX <= dim; f0 += TILE_##SFX)                                                         \
+            for (int s0 = 0; s0 < BLK; s0 += TILE_##SFX) {                                                       \
+                VT r[TILE_##SFX];                                                                                \
+                for (int j = 0; j < TILE_##SFX; j++) r[j] = LOAD(src + (size_t)(f0 + j) * BLK + s0);           \
+                TR(r);                                                                                           \
+                if (accumulate)                                                                                  \
+                    for (int i = 0; i < TILE_##SFX; i++) STOREU(rows[s0 + i] + f0, ADD(LOADU(rows[s0 + i] + f0), r[i])); \
+                else                                                                                             \
+                    for (int i = 0; i < TILE_##SFX; i++) STOREU(rows[s0 + i] + f0, r[i]);                       \
+            }                                                                                                    \
+    }                                                                                                            \
+    for (int s = 0; s < nb; s++) {                                                                              \
+        REAL *r = rows[s];                                                                                       \
+        if (accumulate) for (int f = f0; f < dim; f++) r[f] += src[(size_t)f * BLK + s];                         \
+        else for (int f = f0; f < dim; f++) r[f] = src[(size_t)f * BLK + s];                                     \
+    }                                                                                                            \
+}
+#ifdef __AVX__
+BLK_IO(float, f32, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_load_ps, _mm256_store_ps, _mm256_add_ps, tr8_f32)
+BLK_IO(double, f64, __m256d, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_load_pd, _mm256_store_pd, _mm256_add_pd, tr4_f64)
+#else
+/* portable build: element-wise copies */
+#define BLK_IO_PLAIN(REAL, SFX)                                                                                  \
+static inline void blk_in_##SFX(const REAL *const *rows, REAL *restrict dst, int nb, int dim) {                 \
+    for (int f = 0; f < dim; f++) {                                                                              \
+        REAL *restrict d = dst + (size_t)f * BLK;                                                                \
+        for (int s = 0; s < nb; s++) d[s] = rows[s][f];                                                          \
+        for (int s = nb; s < BLK; s++) d[s] = (REAL)0;                                                           \
+    }                                                                                                            \
+}                                                                                                                \
+static inline void blk_out_##SFX(const REAL *restrict src, REAL *const *rows, int nb, int dim, int accumulate) { \
+    for (int s = 0; s < nb; s++) {                                                                              \
+        REAL *r = rows[s];                                                                                       \
+        if (accumulate) for (int f = 0; f < dim; f++) r[f] += src[(size_t)f * BLK + s];                          \
+        else for (int f = 0; f < dim; f++) r[f] = src[(size_t)f * BLK + s];                                     \
+    }                                                                                                            \
+}
+BLK_IO_PLAIN(float, f32)
+BLK_IO_PLAIN(double, f64)
+#endif
+
 /* Thread tid's share [a, b) of n ordered samples; with keys, boundaries move forward past equal keys so
    that no two threads write the same scattered output row. */
 static void blk_range(int64_t n, int tid, int nthreads, const int64_t *order, const int64_t *keys,
@@ -428,33 +520,10 @@ typedef struct {
     const int64_t *idx1;  /* row of x1 per sample (NULL: the sample) */
     const int64_t *idxo;  /* row of o, and of out when scattering, per sample (NULL: the sample) */
     int scatter;          /* out[idxo[z]] += product of sample z (out zeroed by the caller; order sorted by idxo) */
+    const REAL *basis;    /* K > 0: w holds coefficients [n][K] and the weights are w[z] @ basis ([K][wnum]);
+                             target 2 is still the per-sample weight gradient [n][wnum] */
+    int K;
 } blk_args_SFX;
-
-/* rows[s][0:dim] (s < nb) -> [dim][BLK] (zero lanes >= nb). The block side is walked row by row: it is
-   larger than L1 for wide features, and a sample-major walk would re-read its cache lines once per sample. */
-static inline void blk_in_SFX(const REAL *const *rows, REAL *restrict dst, int nb, int dim) {
-    for (int f = 0; f < dim; f++) {
-        REAL *restrict d = dst + (size_t)f * BLK;
-        for (int s = 0; s < nb; s++) d[s] = rows[s][f];
-        for (int s = nb; s < BLK; s++) d[s] = (REAL)0;
-    }
-}
-
-/* [dim][BLK] -> rows[s][0:dim] (s < nb), written or (accumulate) added in order of s, so rows that
-   repeat within the block receive their contributions in sample order. */
-static inline void blk_out_SFX(const REAL *restrict src, REAL *const *rows, int nb, int dim, int accumulate) {
-    if (accumulate) {
-        for (int s = 0; s < nb; s++) {
-            REAL *r = rows[s];
-            for (int f = 0; f < dim; f++) r[f] += src[(size_t)f * BLK + s];
-        }
-        return;
-    }
-    for (int f = 0; f < dim; f++) {
-        const REAL *restrict r = src + (size_t)f * BLK;
-        for (int s = 0; s < nb; s++) rows[s][f] = r[s];
-    }
-}
 
 static void *blk_worker_SFX(void *jp) {
     tp_job_t *job = (tp_job_t *)jp;
@@ -470,6 +539,8 @@ static void *blk_worker_SFX(void *jp) {
     size_t total = d1n + d2n + wn + don;                         /* X1 X2 W O */
     total += (want0 ? d1n : 0) + (want1 ? d2n : 0) + (want2 ? wn : 0) + (fwd ? don : 0);
     total += ((size_t)A->maxa + 2 * (size_t)A->maxpairs + 2 * (size_t)A->maxd + 4) * BLK;
+    const int K = A->K;
+    if (K > 0) total += (size_t)K * BLK;                   /* HT */
     REAL *mem = (REAL *)aligned_alloc(64, ((total * sizeof(REAL) + 63) / 64) * 64);
     if (!mem) { job->err = 1; return NULL; }
     REAL *X1 = mem, *X2 = X1 + d1n, *W = X2 + d2n, *O = W + wn, *cur = O + don;
@@ -482,7 +553,8 @@ static void *blk_worker_SFX(void *jp) {
     REAL *TQ = cur; cur += (size_t)A->maxpairs * BLK;       /* CG-contracted x2 per (i, k) pair */
     REAL *SQ = cur; cur += (size_t)A->maxpairs * BLK;       /* x2-gradient sums per pair */
     REAL *Y = cur; cur += (size_t)A->maxd * BLK;            /* uvu: per-u scratch of length d1 or dout */
-    REAL *Y2 = cur;
+    REAL *Y2 = cur; cur += (size_t)A->maxd * BLK;
+    REAL *HT = K > 0 ? cur : NULL;                           /* coefficients of the block */
 
     for (int64_t z0 = p0; z0 < p1; z0 += BLK) {
         const int nb = p1 - z0 < BLK ? (int)(p1 - z0) : BLK;
@@ -498,7 +570,22 @@ static void *blk_worker_SFX(void *jp) {
 #define OUTROWS(base, idx, dim) for (int s = 0; s < nb; s++) rout[s] = (base) + (idx)[s] * (int64_t)(dim)
         if (need_x1) { ROWS(A->x1, r1, A->dim1); blk_in_SFX(rin, X1, nb, A->dim1); }
         if (need_x2) { ROWS(A->x2, id, A->dim2); blk_in_SFX(rin, X2, nb, A->dim2); }
-        if (need_w) { ROWS(A->w, id, A->wnum); blk_in_SFX(rin, W, nb, A->wnum); }
+        if (need_w && K == 0) { ROWS(A->w, id, A->wnum); blk_in_SFX(rin, W, nb, A->wnum); }
+        if (need_w && K > 0) { ROWS(A->w, id, K); blk_in_SFX(rin, HT, nb, K); }
+        if (need_w && K > 0) {
+            /* W[p] = sum_k basis[k, p] HT[k]: the weights are made in the block, never stored per sample */
+            for (int p = 0; p < A->wnum; p++) {
+                REAL acc[BLK];
+                VL acc[s] = 0;
+                for (int k = 0; k < K; k++) {
+                    const REAL c = A->basis[(size_t)k * A->wnum + p];
+                    const REAL *restrict h = HT + (size_t)k * BLK;
+                    VL acc[s] += c * h[s];
+                }
+                REAL *restrict wp = W + (size_t)p * BLK;
+                VL wp[s] = acc[s];
+            }
+        }
         if (need_o) { ROWS(A->o, ro, A->dimo); blk_in_SFX(rin, O, nb, A->dimo); }
         if (want0) memset(G1, 0, sizeof(REAL) * d1n);
         if (want1) memset(G2, 0, sizeof(REAL) * d2n);
@@ -702,12 +789,13 @@ int euclidnet_tp_blk_SFX(int mask, const REAL *x1, const REAL *x2, const REAL *w
                          REAL *t2, REAL *t3, int64_t n, int dim1, int dim2, int wnum, int dimo, int npaths,
                          const int *pinfo, const int *pairs, const int *ej, const REAL *ec, int maxa, int maxpairs,
                          int maxd, const int64_t *order, const int64_t *idx1, const int64_t *idxo, int scatter,
-                         int nthreads) {
+                         const REAL *basis, int K, int nthreads) {
     blk_args_SFX A;
     A.mask = mask; A.x1 = x1; A.x2 = x2; A.w = w; A.o = o; A.t0 = t0; A.t1 = t1; A.t2 = t2; A.t3 = t3;
     A.n = n; A.dim1 = dim1; A.dim2 = dim2; A.wnum = wnum; A.dimo = dimo; A.npaths = npaths; A.pinfo = pinfo;
     A.pairs = pairs; A.ej = ej; A.ec = ec; A.maxa = maxa; A.maxpairs = maxpairs; A.maxd = maxd;
     A.order = order; A.idx1 = idx1; A.idxo = idxo; A.scatter = scatter;
+    A.basis = basis; A.K = basis ? K : 0;
     return tp_run(blk_worker_SFX, &A, nthreads);
 }
 """

@@ -90,5 +90,27 @@ class FullyConnectedNet(torch.nn.Sequential):
             )
         return super().forward(x)
 
+    def factored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hidden, basis)`` with ``hidden @ basis == self(x)``: the last hidden features ``[..., hs[-2]]``
+        and the output layer as a matrix ``[hs[-2], hs[-1]]`` (its normalisation included).
+
+        A consumer that is linear in this network's output can then take the factors instead of the output,
+        e.g. a tensor product with ``weight_basis`` (the per-edge weights are never materialised). Needs a
+        linear output layer (``out_act=False``).
+        """
+        last = self[-1]
+        if last.act is not None:
+            raise ValueError("FullyConnectedNet.factored needs a linear output layer (out_act=False)")
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"FullyConnectedNet: input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 1 or x.shape[-1] != self.hs[0]:
+            raise ValueError(
+                f"FullyConnectedNet: input has shape {tuple(x.shape)} but its last dimension must be "
+                f"hs[0] = {self.hs[0]}"
+            )
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x, last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}{self.hs}"

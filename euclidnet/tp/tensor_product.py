@@ -130,23 +130,72 @@ class TensorProduct(torch.nn.Module):
             )
         return weight
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``x1 [..., irreps_in1.dim]``, ``x2 [..., irreps_in2.dim]`` -> ``[..., irreps_out.dim]``."""
+    def _resolve_basis(self, weight: torch.Tensor | None, weight_basis: torch.Tensor) -> torch.Tensor:
+        """Check factored weights: coefficients ``[..., K]`` and ``weight_basis [K, weight_numel]``."""
+        if self.shared_weights:
+            raise ValueError("weight_basis needs per-sample weights (shared_weights=False)")
+        if not isinstance(weight_basis, torch.Tensor) or weight_basis.ndim != 2:
+            got = tuple(weight_basis.shape) if isinstance(weight_basis, torch.Tensor) else type(weight_basis).__name__
+            raise ValueError(f"weight_basis must be a [K, {self.weight_numel}] tensor, got {got}")
+        K = weight_basis.shape[0]
+        if weight_basis.shape[1] != self.weight_numel:
+            raise ValueError(f"weight_basis has shape {tuple(weight_basis.shape)}; expected [K, {self.weight_numel}]")
+        if not isinstance(weight, torch.Tensor) or weight.ndim < 2 or weight.shape[-1] != K:
+            got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+            raise ValueError(
+                f"weight has shape {got}; with weight_basis [{K}, {self.weight_numel}] expected [..., {K}] "
+                "(per-sample coefficients)"
+            )
+        return weight
+
+    def _factored_engine(self, *tensors: torch.Tensor) -> Any:
+        """The block engine when it may run the product with per-sample weights on these tensors, else None."""
+        engine = self._exec._fused
+        if isinstance(engine, _tpk.SampleBlockEngine) and fused_usable(*tensors):
+            return engine
+        return None
+
+    def forward(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        weight_basis: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x1 [..., irreps_in1.dim]``, ``x2 [..., irreps_in2.dim]`` -> ``[..., irreps_out.dim]``.
+
+        ``weight``: ``[weight_numel]`` (shared) or ``[..., weight_numel]`` (per sample). With
+        ``weight_basis [K, weight_numel]`` the per-sample weights are ``weight @ weight_basis``, ``weight``
+        being ``[..., K]`` coefficients (e.g. the hidden features of a radial MLP and its output layer, see
+        :meth:`euclidnet.nn.FullyConnectedNet.factored`): on CPU the fused kernel then forms each sample's
+        weights in cache instead of materialising ``[..., weight_numel]``.
+        """
         _check_features(x1, self.irreps_in1, "x1")
         _check_features(x2, self.irreps_in2, "x2")
         if x1.dtype != x2.dtype:
             raise TypeError(f"x1 and x2 must have the same dtype, got {x1.dtype} and {x2.dtype}")
-        w = self._resolve_weight(weight)
+        if weight_basis is not None:
+            w = self._resolve_basis(weight, weight_basis)
+        else:
+            w = self._resolve_weight(weight)
         if self.shared_weights:
             batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         else:
             batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1], w.shape[:-1])
-            w = w.expand(batch + (self.weight_numel,)).reshape(-1, self.weight_numel)
+            w = w.expand(batch + (w.shape[-1],)).reshape(-1, w.shape[-1])
         x1 = x1.expand(batch + (self.irreps_in1.dim,)).reshape(-1, self.irreps_in1.dim)
         x2 = x2.expand(batch + (self.irreps_in2.dim,)).reshape(-1, self.irreps_in2.dim)
         if w.dtype != x1.dtype and w.numel() > 0:
             w = w.to(x1.dtype)
-        out = self._exec(x1, x2, w)
+        if weight_basis is None:
+            out = self._exec(x1, x2, w)
+        else:
+            basis = weight_basis.to(x1.dtype)
+            engine = self._factored_engine(x1, x2, w, basis)
+            if engine is not None:
+                out = _tpk.BlockTP.apply(engine, x1, x2, w, basis, None, None, None)
+            else:
+                out = self._exec(x1, x2, w @ basis)
         return out.reshape(batch + (self.irreps_out.dim,))
 
     def scatter(
@@ -157,15 +206,17 @@ class TensorProduct(torch.nn.Module):
         dst: torch.Tensor,
         num_out: int,
         weight: torch.Tensor | None = None,
+        weight_basis: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Message passing: ``out[i] = sum over samples e with dst[e] = i of self(x1[src[e]], x2[e], weight[e])``.
 
         ``x1 [N, irreps_in1.dim]`` (e.g. node features), ``x2 [E, irreps_in2.dim]`` (e.g. edge harmonics),
         ``src``, ``dst`` integer ``[E]`` with ``0 <= src < N`` and ``0 <= dst < num_out``, ``weight``
-        ``[E, weight_numel]`` (per-sample) or as in :meth:`forward` (shared) -> ``[num_out, irreps_out.dim]``.
+        ``[E, weight_numel]`` (per-sample), ``[E, K]`` with ``weight_basis [K, weight_numel]`` (factored, as
+        in :meth:`forward`) or as in :meth:`forward` (shared) -> ``[num_out, irreps_out.dim]``.
         Equal to ``index_add(0, dst, self(x1[src], x2, weight))``; with per-sample weights on CPU the fused
-        kernel computes it without materialising ``x1[src]`` or the ``[E, irreps_out.dim]`` messages (each
-        output row is summed in increasing ``e``, independently of the thread count).
+        kernel computes it without materialising ``x1[src]``, the ``[E, irreps_out.dim]`` messages or the
+        factored weights (each output row is summed in increasing ``e``, independently of the thread count).
         """
         _check_features(x1, self.irreps_in1, "x1")
         _check_features(x2, self.irreps_in2, "x2")
@@ -185,15 +236,22 @@ class TensorProduct(torch.nn.Module):
                 lo_v, hi_v = int(idx.min()), int(idx.max())
                 if lo_v < 0 or hi_v >= hi:
                     raise IndexError(f"scatter: {name} has values in [{lo_v}, {hi_v}]; expected [0, {hi - 1}]")
-        w = self._resolve_weight(weight)
+        if weight_basis is not None:
+            w = self._resolve_basis(weight, weight_basis)
+        else:
+            w = self._resolve_weight(weight)
         if not self.shared_weights:
-            if w.shape != (E, self.weight_numel):
-                raise ValueError(f"weight has shape {tuple(w.shape)}; expected ({E}, {self.weight_numel})")
+            K = w.shape[-1]
+            if w.shape != (E, K):
+                raise ValueError(f"weight has shape {tuple(w.shape)}; expected ({E}, {K})")
             if w.dtype != x1.dtype and w.numel() > 0:
                 w = w.to(x1.dtype)
-            engine = self._exec._fused
-            if isinstance(engine, _tpk.SampleBlockEngine) and fused_usable(x1, x2, w):
-                return _tpk.ScatterTriLinear.apply(engine, x1, x2, w, src, dst, num_out)
+            basis = None if weight_basis is None else weight_basis.to(x1.dtype)
+            engine = self._factored_engine(x1, x2, w, *([] if basis is None else [basis]))
+            if engine is not None:
+                return _tpk.BlockTP.apply(engine, x1, x2, w, basis, src, dst, num_out)
+            if basis is not None:
+                weight = w @ basis
         msg = self.forward(x1[src], x2, weight)
         return msg.new_zeros(num_out, msg.shape[1]).index_add(0, dst, msg)
 
