@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ..kernels import kernels_disabled
+from ..kernels._linear import LinearKernelPlan, linear_kernel_available
 from .irreps import Irreps
 
 __all__ = ["Linear"]
@@ -55,7 +57,7 @@ def _scatter(dst: torch.Tensor, src: torch.Tensor, ranges: tuple[tuple[int, int]
         if d == 1:
             dst[:, a:b].copy_(src[:, o : o + w])
         else:
-            dst[:, a:b].view(z, w, d).copy_(src.view(z, d, -1)[:, :, o : o + w].transpose(1, 2))
+            dst[:, a:b].view(z, w, d).copy_(src.view(z, d, src.shape[1])[:, :, o : o + w].transpose(1, 2))
         o += w
 
 
@@ -164,6 +166,33 @@ def _differentiable_grads(
     return [gx, *gws]
 
 
+class _KernelLinear(torch.autograd.Function):
+    """``out = Linear(x)`` with shared weights through the compiled CPU kernels (:mod:`euclidnet.kernels._linear`):
+    ``x [Z, irreps_in.dim]`` and the flat unscaled weights ``w [weight_numel]`` (the normalisation is applied
+    inside the kernel) -> ``[Z, irreps_out.dim]``. The first-order backward is one kernel pass giving both
+    gradients. With ``create_graph`` the gradients must be differentiable, so the backward then uses torch ops
+    on the gathered group matrices (exactly :class:`_SharedLinear`'s formulas)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, lin: Linear) -> torch.Tensor:  # type: ignore[override]
+        ctx.lin = lin
+        ctx.save_for_backward(x, w)
+        return lin._kernel.forward(x, w)
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        lin: Linear = ctx.lin
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            Ws = lin._group_weights(w)
+            needs = (need_x, False, False, False, False) + (need_w,) * len(Ws)
+            gx, *gWs = _differentiable_grads(x, Ws, gy, lin._plan, lin.irreps_in.dim, needs)
+            return gx, (lin._flat_weight_grad(w, gWs) if need_w else None), None
+        gx, gw = lin._kernel.backward(x, w, gy, need_x, need_w)
+        return gx, gw, None
+
+
 def _merge(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     """Column ranges in order, adjacent ones merged (so a group of adjacent blocks is one slice)."""
     out: list[tuple[int, int]] = []
@@ -196,16 +225,24 @@ class Linear(torch.nn.Module):
         instructions: optional list of ``(i_in, i_out)`` pairs (default: all pairs with the same irrep).
         path_normalization: 'element' (default) or 'path'.
 
-    Execution: one product per distinct irrep, whatever the number of blocks. The blocks of one irrep are
-    gathered into a single ``[K, M]`` weight matrix (zeros where no instruction, pre-scaled by the
-    normalisation). With shared weights on CPU/GPU (outside ``torch.compile``/``torch.func``) a custom
-    autograd function writes every product straight into one preallocated output (``mm(..., out=slice)``, no
-    final concatenation) and its backward writes the input gradient the same way: scalars are one GEMM
-    ``[Z, K] x [K, M]``; ``l > 0`` blocks (``x`` viewed ``[Z, K, 2l+1]``) are transposed once to
-    ``[Z (2l+1), K]``, multiplied by ``W`` in one GEMM and transposed back into the output slice; the weight
-    gradient is one GEMM ``x_t^T g_t`` per irrep. Double backward re-runs the plain torch formulation (the
-    ``kron`` GEMM ``[Z, K (2l+1)] x (W kron I_{2l+1})`` for small degrees, which needs no transposition but
-    ``2l + 1`` times the multiply-adds). Per-sample weights use one ``bmm`` per irrep.
+    Execution: with shared weights on CPU (float32/float64 strided tensors, outside ``torch.compile``,
+    ``torch.func`` and tracing) the compiled kernels of :mod:`euclidnet.kernels._linear` run every pair of
+    blocks in place: register-blocked products over the rows ``(sample, component)`` of each block, reading
+    ``x`` and writing the output in their mul-major layout (no transposing copies), multithreaded over
+    samples (``torch.get_num_threads()``); the first-order backward is one kernel pass giving both the input
+    and the weight gradient. ``EUCLIDNET_DISABLE_KERNELS=1``, a missing C compiler, other devices and the
+    double backward (``create_graph=True``) use torch ops instead: one product per distinct irrep, whatever
+    the number of blocks. The blocks of one irrep are gathered into a single ``[K, M]`` weight matrix (zeros
+    where no instruction, pre-scaled by the normalisation). With shared weights on CPU/GPU (outside
+    ``torch.compile``/``torch.func``) a custom autograd function writes every product straight into one
+    preallocated output (``mm(..., out=slice)``, no final concatenation) and its backward writes the input
+    gradient the same way: scalars are one GEMM ``[Z, K] x [K, M]``; ``l > 0`` blocks (``x`` viewed
+    ``[Z, K, 2l+1]``) are transposed once to ``[Z (2l+1), K]``, multiplied by ``W`` in one GEMM and
+    transposed back into the output slice; the weight gradient is one GEMM ``x_t^T g_t`` per irrep. With
+    ``create_graph=True`` both custom functions compute the gradients with these GEMMs as differentiable
+    torch ops, so higher derivatives follow. The plain formulation (``torch.compile``, ``torch.func``) uses
+    the ``kron`` GEMM ``[Z, K (2l+1)] x (W kron I_{2l+1})`` for small degrees, which needs no transposition
+    but ``2l + 1`` times the multiply-adds. Per-sample weights use one ``bmm`` per irrep.
     """
 
     def __init__(
@@ -364,6 +401,14 @@ class Linear(torch.nn.Module):
                 self._bias_pos[o] = (bo, bo + mul)
                 bo += mul
         self._out_dims = [mul * ir.dim for mul, ir in irreps_out]
+        # Block pairs of the compiled kernels: one per (input block, output block); a repeated instruction
+        # replaces the earlier one, as in the gathered group matrices above.
+        pairs: dict[tuple[int, int], tuple[int, int, int, int, int, int, float]] = {}
+        for n, (i, o) in enumerate(ins):
+            (mi, ir), mo = irreps_in[i], irreps_out[o].mul
+            if mi > 0 and mo > 0:
+                pairs[(i, o)] = (in_sl[i].start, mi, out_sl[o].start, mo, ir.dim, self._offsets[n], self._alphas[n])
+        self._kernel = LinearKernelPlan(list(pairs.values()), irreps_in.dim, irreps_out.dim, self.weight_numel)
 
     def _apply(self, fn: Any, recurse: bool = True) -> Linear:
         scale = self._scale.detach().to(torch.float64).clone()
@@ -401,10 +446,13 @@ class Linear(torch.nn.Module):
         Z = x.shape[0]
         w = w.to(x.dtype)
         b = b.to(x.dtype)
+        if self.shared_weights and self._groups and self._kernel_ok(x, w):
+            out = _KernelLinear.apply(x, w, self)
+            if self._bias_pos:
+                out = out + self._bias_row(b, x)
+            return out.reshape(batch + (self.irreps_out.dim,))
         if self.shared_weights and self._groups and self._fast_path_ok(x):
-            scale = self._scale.to(x.dtype)
-            wall = torch.cat([w * scale, w.new_zeros(1)])[self._gather]
-            Ws = [wall[g["wpos"][0] : g["wpos"][1]].view(g["K"], g["M"]) for g in self._groups]
+            Ws = self._group_weights(w)
             out = _SharedLinear.apply(x, self._plan, self.irreps_in.dim, self.irreps_out.dim, self._covered, *Ws)
             if self._bias_pos:
                 out = out + self._bias_row(b, x)
@@ -466,6 +514,35 @@ class Linear(torch.nn.Module):
         if _functorch_active is not None and _functorch_active():
             return False
         return type(x) is torch.Tensor or isinstance(x, torch.nn.Parameter)
+
+    def _kernel_ok(self, x: torch.Tensor, w: torch.Tensor) -> bool:
+        """Whether :class:`_KernelLinear` may run: where :class:`_SharedLinear` may (see :meth:`_fast_path_ok`),
+        on CPU float32/float64 strided tensors, not while tracing, unless ``EUCLIDNET_DISABLE_KERNELS`` is set
+        or the kernels cannot be built."""
+        if not self._fast_path_ok(x) or torch.jit.is_tracing():
+            return False
+        if x.dtype not in (torch.float32, torch.float64) or w.dtype != x.dtype:
+            return False
+        for t in (x, w):
+            if t.device.type != "cpu" or t.layout != torch.strided:
+                return False
+            if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+                return False
+        return not kernels_disabled() and linear_kernel_available()
+
+    def _group_weights(self, w: torch.Tensor) -> list[torch.Tensor]:
+        """The scaled group matrices ``[K, M]`` (one per irrep of :attr:`_plan`) from the flat weights ``w``."""
+        scale = self._scale.to(w.dtype)
+        wall = torch.cat([w * scale, w.new_zeros(1)])[self._gather]
+        return [wall[g["wpos"][0] : g["wpos"][1]].view(g["K"], g["M"]) for g in self._groups]
+
+    def _flat_weight_grad(self, w: torch.Tensor, gWs: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """The gradient w.r.t. the flat weights ``w`` from those w.r.t. :meth:`_group_weights` (differentiable)."""
+        parts = [
+            (gW if gW is not None else w.new_zeros(g["K"], g["M"])).reshape(-1) for gW, g in zip(gWs, self._groups)
+        ]
+        full = w.new_zeros(self.weight_numel + 1).index_add(0, self._gather, torch.cat(parts))
+        return full[:-1] * self._scale.to(w.dtype)
 
     def _bias_row(self, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The biases laid out as one output row ``[irreps_out.dim]`` (zeros off the biased blocks)."""
