@@ -26,6 +26,17 @@ of every order run the same kernels), provided
 ``torch.jit``/``torch.func``, ``EUCLIDNET_DISABLE_KERNELS`` unset and the kernels built. Otherwise the torch
 plan below runs (the two agree to round-off; ``tests/test_tp_kernels.py``).
 
+Chunked shared-weight 'uvw' path: when every live path is a 'uvw' with shared weights (e.g.
+``FullyConnectedTensorProduct``) and the opt-in kernel above is off, ``forward`` runs
+:class:`~euclidnet.tp._uvw_shared.UVWShared` instead, provided :func:`chunked_uvw_usable` holds (the
+conditions of :func:`fused_usable` but for the compiled kernels, since it is pure torch; CPU autocast off).
+It is the weights-first or outer-product-first sum of each path chosen like the torch plan's below
+(re-derived for every gradient, the first-order backward computing all three gradients in one pass), run
+over chunks of samples on worker threads so that the per-path ``[Z, 2l + 1, mul1 mul2]`` intermediates are
+never formed for the whole batch (memory and traffic), with a backward that is itself differentiable
+(second derivatives run the same code). It agrees with the torch plan to round-off
+(``tests/test_uvw_shared.py``).
+
 All constants (CG blocks times the path coefficients) live in one float64 buffer that is cast once per call
 to the input dtype; it is rebuilt in float64 whenever the module is moved (``.to``, ``.float()``...), so
 float64 results keep full precision whatever was done to the module before.
@@ -39,19 +50,18 @@ import torch
 
 from .. import kernels as _kernels
 from ..kernels import _tp as _tpk
+from . import _uvw_shared as _uvw
 from .descriptor import Path, TensorProductDescriptor
 
-__all__ = ["FUSED_ENABLED", "TensorProductExecutor", "fused_usable"]
+__all__ = ["FUSED_ENABLED", "TensorProductExecutor", "chunked_uvw_usable", "fused_usable"]
 
-#: Master switch of the fused CPU kernels (:mod:`euclidnet.kernels._tp`); ``EUCLIDNET_DISABLE_KERNELS=1``
-#: disables them at run time too.
+#: Master switch of the fused CPU kernels (:mod:`euclidnet.kernels._tp`) and of the chunked shared-weight 'uvw'
+#: code (:mod:`euclidnet.tp._uvw_shared`); ``EUCLIDNET_DISABLE_KERNELS=1`` disables the kernels at run time too.
 FUSED_ENABLED = True
 
 
-def fused_usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused C kernels may run on these tensors (else the pure-torch plan is used)."""
-    if not FUSED_ENABLED:
-        return False
+def _eager_cpu(*tensors: torch.Tensor) -> bool:
+    """Plain CPU float32/float64 tensors of one dtype, in eager mode (not traced, compiled or transformed)."""
     dtype = tensors[0].dtype
     if dtype not in (torch.float32, torch.float64):
         return False
@@ -63,11 +73,24 @@ def fused_usable(*tensors: torch.Tensor) -> bool:
     if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    if active is not None and active():
+    return not (active is not None and active())
+
+
+def fused_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the fused C kernels may run on these tensors (else the pure-torch plan is used)."""
+    if not FUSED_ENABLED or not _eager_cpu(*tensors):
         return False
     if _kernels.kernels_disabled():
         return False
     return _tpk.tp_kernel_available()
+
+
+def chunked_uvw_usable(*tensors: torch.Tensor) -> bool:
+    """Whether the chunked shared-weight 'uvw' code (:mod:`euclidnet.tp._uvw_shared`) may run on these tensors:
+    :data:`FUSED_ENABLED` and plain CPU float32/float64 tensors in eager mode, CPU autocast off (the torch plan
+    gives autocast's dtypes). It is pure torch, so neither ``EUCLIDNET_DISABLE_KERNELS`` nor the compiled
+    kernels matter."""
+    return FUSED_ENABLED and _eager_cpu(*tensors) and not torch.is_autocast_enabled("cpu")
 
 
 class TensorProductExecutor(torch.nn.Module):
@@ -125,6 +148,8 @@ class TensorProductExecutor(torch.nn.Module):
         self.register_buffer("_consts", self._build_consts(), persistent=False)
         # Fused C kernels (CPU) when every live path is supported; see fused_usable for when they run.
         self._fused = _tpk.make_engine(descriptor, self.shared_weights)
+        # Chunked shared-weight 'uvw' contractions (CPU eager); see chunked_uvw_usable for when they run.
+        self._uvw_shared = _uvw.UVWSharedPlan(descriptor) if _uvw.supports(descriptor, self.shared_weights) else None
 
     @staticmethod
     def _uvw_order(p: Path) -> str:
@@ -339,6 +364,8 @@ class TensorProductExecutor(torch.nn.Module):
         """``x1 [Z, dim1]``, ``x2 [Z, dim2]``, ``weight [numel]`` or ``[Z, numel]`` -> ``[Z, dim_out]``."""
         if self._fused is not None and fused_usable(x1, x2, weight):
             return _tpk.TriLinear.apply(self._fused, 3, x1, x2, weight)
+        if self._uvw_shared is not None and chunked_uvw_usable(x1, x2, weight):
+            return _uvw.UVWShared.apply(self._uvw_shared, 3, x1, x2, weight)
         d = self.descriptor
         Z = x1.shape[0]
         consts = self._consts.to(x1.dtype)
