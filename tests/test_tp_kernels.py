@@ -455,7 +455,9 @@ def test_scatter_deterministic_across_threads():
         assert torch.equal(a, b)
 
 
-def test_scatter_gradgradcheck_and_empty():
+def _tiny_mixed_case():
+    """A 4-path 'uvu'/'uvw' product with 3 nodes and 7 edges (small enough for gradgradcheck), its node and
+    edge inputs and a generator for more."""
     tp = TensorProduct(
         "2x0e+1x1o", "0e+1o", "2x0e+1x1o+1x0e",
         [(0, 0, 0, "uvu", True), (1, 1, 2, "uvw", True), (1, 0, 1, "uvu", True), (0, 1, 1, "uvw", True)],
@@ -464,6 +466,11 @@ def test_scatter_gradgradcheck_and_empty():
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(3, tp.irreps_in1.dim, generator=g, dtype=F64, requires_grad=True)
     x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=F64, requires_grad=True)
+    return tp, x1, x2, g
+
+
+def test_scatter_gradgradcheck_and_empty():
+    tp, x1, x2, g = _tiny_mixed_case()
     w = torch.randn(7, tp.weight_numel, generator=g, dtype=F64, requires_grad=True)
     src, dst, M = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([1, 1, 0, 3, 1, 0, 1]), 4
 
@@ -540,14 +547,7 @@ def test_factored_weights_equal_torch_path(kind, scattered, dtype):
 
 
 def test_factored_one_pass_backward_and_gradcheck(monkeypatch):
-    tp = TensorProduct(
-        "2x0e+1x1o", "0e+1o", "2x0e+1x1o+1x0e",
-        [(0, 0, 0, "uvu", True), (1, 1, 2, "uvw", True), (1, 0, 1, "uvu", True), (0, 1, 1, "uvw", True)],
-        shared_weights=False,
-    ).to(F64)
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.randn(3, tp.irreps_in1.dim, generator=g, dtype=F64, requires_grad=True)
-    x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=F64, requires_grad=True)
+    tp, x1, x2, g = _tiny_mixed_case()
     c = torch.randn(7, 3, generator=g, dtype=F64, requires_grad=True)
     B = torch.randn(3, tp.weight_numel, generator=g, dtype=F64, requires_grad=True)
     src, dst, M = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([1, 1, 0, 3, 1, 0, 1]), 4

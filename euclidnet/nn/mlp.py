@@ -79,8 +79,7 @@ class FullyConnectedNet(torch.nn.Sequential):
             self.add_module(f"layer{i}", _Layer(h1, h2, a, var_in, var_out))
             var_in = var_out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """``[..., hs[0]] -> [..., hs[-1]]``."""
+    def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"FullyConnectedNet: input must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[-1] != self.hs[0]:
@@ -88,6 +87,10 @@ class FullyConnectedNet(torch.nn.Sequential):
                 f"FullyConnectedNet: input has shape {tuple(x.shape)} but its last dimension must be "
                 f"hs[0] = {self.hs[0]}"
             )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``[..., hs[0]] -> [..., hs[-1]]``."""
+        self._check_input(x)
         return super().forward(x)
 
     def factored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,13 +104,7 @@ class FullyConnectedNet(torch.nn.Sequential):
         last = self[-1]
         if last.act is not None:
             raise ValueError("FullyConnectedNet.factored needs a linear output layer (out_act=False)")
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"FullyConnectedNet: input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 1 or x.shape[-1] != self.hs[0]:
-            raise ValueError(
-                f"FullyConnectedNet: input has shape {tuple(x.shape)} but its last dimension must be "
-                f"hs[0] = {self.hs[0]}"
-            )
+        self._check_input(x)
         for layer in list(self)[:-1]:
             x = layer(x)
         return x, last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5
