@@ -129,18 +129,11 @@ def test_kernel_external_weights(irreps_in, irreps_out, instructions, monkeypatc
             assert _rel(a, r) <= 1e-12
 
 
-def test_kernel_repeated_instruction_matches_fallback(monkeypatch):
-    """A repeated instruction replaces the earlier one in the gathered weights; the kernels do the same."""
-    lin, _, _ = _layer("3x0e+2x1o", "4x0e+2x1o", [(0, 0), (1, 1), (0, 0)], False)
-    x = lin.irreps_in.randn(50, dtype=F64)
-    g = lin.irreps_out.randn(50, dtype=F64)
-    with _path(monkeypatch, "kernel") as calls:
-        got = _run(lin, x, g)
-    assert calls["forward"] == 1
-    with _path(monkeypatch, "plain"):
-        ref = _run(lin, x, g)
-    for a, r in zip(got, ref):
-        assert _rel(a, r) <= 1e-12
+def test_repeated_instruction_is_an_error():
+    """e3nn sums repeated instructions; our gathered weight matrices hold one block per (i_in, i_out), so a
+    repeat is refused rather than silently computing something else."""
+    with pytest.raises(ValueError, match=r"instruction \(0, 0\) appears more than once"):
+        _layer("3x0e+2x1o", "4x0e+2x1o", [(0, 0), (1, 1), (0, 0)], False)
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])

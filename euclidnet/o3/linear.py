@@ -284,6 +284,11 @@ class Linear(torch.nn.Module):
                 raise ValueError(
                     f"Linear instruction {x!r} joins different irreps {irreps_in[i].ir} -> {irreps_out[o].ir}"
                 )
+            if (i, o) in ins:
+                raise ValueError(
+                    f"Linear instruction {x!r} appears more than once; merge the repeats into one block "
+                    f"(e3nn would sum them, with {irreps_in[i].mul} more inputs in the fan-in per repeat)"
+                )
             ins.append((i, o))
         if isinstance(biases, bool):
             biases = [biases and ir.is_scalar() for _, ir in irreps_out]
