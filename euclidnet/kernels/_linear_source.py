@@ -34,11 +34,16 @@ for float64, plain C tiles that the compiler vectorises as it can.
 # ruff: noqa: E501
 from __future__ import annotations
 
-_HEADER = r"""
+from ._c_threads import PTHREADS
+
+_HEADER = (
+    r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
+"""
+    + PTHREADS
+    + r"""
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -62,19 +67,7 @@ _HEADER = r"""
 /* pair table (wgrad): x offset, mul_a, g offset, mul_b, d, woff, ldw */
 #define LIN_PAIR 7
 
-typedef struct {
-    void *(*fn)(void *);
-    void *arg;
-    int tid;
-    int nthreads;
-    int err;
-} lin_job_t;
-
-static void *lin_trampoline(void *p) {
-    lin_job_t *j = (lin_job_t *)p;
-    j->fn(p);
-    return NULL;
-}
+#define lin_job_t ek_job_t
 
 /* The OpenMP runtime already loaded in the process (torch's libgomp, or an Intel runtime's GOMP entry
    points), found at load time; NULL when there is none. Running on its thread team means sharing torch's
@@ -108,23 +101,7 @@ static int lin_run(void *(*fn)(void *), void *arg, int nthreads) {
         GOMP_parallel(lin_team_member, &T, (unsigned)nthreads, 0);
         return T.err;
     }
-    lin_job_t jobs[64];
-    pthread_t tid[64];
-    int started[64];
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t].fn = fn; jobs[t].arg = arg; jobs[t].tid = t; jobs[t].nthreads = nthreads; jobs[t].err = 0;
-        started[t] = 0;
-    }
-    for (int t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&tid[t], NULL, lin_trampoline, &jobs[t]) == 0;
-    fn(&jobs[0]);
-    int err = jobs[0].err;
-    for (int t = 1; t < nthreads; t++) {
-        if (started[t]) pthread_join(tid[t], NULL);
-        else fn(&jobs[t]);
-        err |= jobs[t].err;
-    }
-    return err;
+    return ek_run_pthreads(fn, arg, nthreads);
 }
 
 static void *lin_alloc(size_t bytes) {
@@ -202,6 +179,7 @@ LIN_INLINE void mk_wg_f32(const int D, int64_t d, const float *xb, int64_t ldx, 
 }
 #endif
 """
+)
 
 _BODY = r"""
 #if LIN_GENERIC_SFX

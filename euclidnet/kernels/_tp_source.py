@@ -31,53 +31,18 @@ Work is split over pthreads by static contiguous sample ranges.
 # ruff: noqa: E501
 from __future__ import annotations
 
-_HEADER = r"""
+from ._c_threads import PTHREADS
+
+_HEADER = (
+    r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
-
-typedef struct {
-    void *(*fn)(void *);
-    void *arg;
-    int tid;
-    int nthreads;
-    int err;
-} tp_job_t;
-
-static void *tp_trampoline(void *p) {
-    tp_job_t *j = (tp_job_t *)p;
-    j->fn(p);
-    return NULL;
-}
-
-/* Run fn on nthreads threads; job[t].tid = t (thread 0 is the caller). Returns the OR of job errors. */
-static int tp_run(void *(*fn)(void *), void *arg, int nthreads) {
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > 64) nthreads = 64;
-    tp_job_t jobs[64];
-    pthread_t tid[64];
-    int started[64];
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t].fn = fn; jobs[t].arg = arg; jobs[t].tid = t; jobs[t].nthreads = nthreads; jobs[t].err = 0;
-        started[t] = 0;
-    }
-    for (int t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&tid[t], NULL, tp_trampoline, &jobs[t]) == 0;
-    fn(&jobs[0]);
-    int err = jobs[0].err;
-    for (int t = 1; t < nthreads; t++) {
-        if (started[t]) {
-            pthread_join(tid[t], NULL);
-            err |= jobs[t].err;
-        } else {
-            /* could not start: run its share here */
-            fn(&jobs[t]);
-            err |= jobs[t].err;
-        }
-    }
-    return err;
-}
+"""
+    + PTHREADS
+    + r"""
+#define tp_job_t ek_job_t
+#define tp_run ek_run_pthreads
 
 static inline void tp_range(int64_t n, int tid, int nthreads, int64_t *a, int64_t *b) {
     *a = n * tid / nthreads;
@@ -201,6 +166,7 @@ static void blk_range(int64_t n, int tid, int nthreads, const int64_t *order, co
     *b = r[1];
 }
 """
+)
 
 _BODY = r"""
 typedef struct {
