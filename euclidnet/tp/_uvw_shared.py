@@ -66,6 +66,8 @@ from typing import Any
 
 import torch
 
+from ..kernels import _uvw_small
+from ..kernels._sh import kernels_disabled
 from .descriptor import TensorProductDescriptor
 
 __all__ = ["CHUNK_BYTES", "UVWShared", "UVWSharedPlan", "chunk_size", "release_workspaces", "supports"]
@@ -230,6 +232,7 @@ class _Workspace:
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
+        self.use_c = False  # the compiled small contractions (set per call by UVWSharedPlan._run)
         self.bufs: dict[str, torch.Tensor] = {}
         self.views: dict[tuple[Any, ...], torch.Tensor] = {}  # (name, *shape) -> view: no op per chunk
 
@@ -432,6 +435,15 @@ class UVWSharedPlan:
             self._consts[key] = out
         return out
 
+    def _coef(self, pp: _Path, a: int, b: int, c: int, dtype: torch.dtype) -> torch.Tensor:
+        """``C`` with its axes in slot order ``(a, b, c)``, ``[d_a, d_b, d_c]`` contiguous, of ``dtype``."""
+        key = ("coef", pp.index, a, b, c, dtype)
+        out = self._consts.get(key)
+        if out is None:
+            C = self._cg[pp.index].permute(_AXIS[a], _AXIS[b], _AXIS[c])
+            out = self._consts[key] = C.to(dtype).contiguous()
+        return out
+
     def _contract_c(
         self, pp: _Path, a: int, b: int, c: int, X: torch.Tensor, ws: _Workspace, name: str
     ) -> torch.Tensor:
@@ -466,6 +478,10 @@ class UVWSharedPlan:
         returned factor (the GEMM's ``alpha``)."""
         n = P.shape[0]
         mp, mq, dp, dq, dt = pp.mul[p], pp.mul[q], pp.d[p], pp.d[q], pp.d[t]
+        if ws.use_c:  # one pass, C folded in
+            T = ws.get(f"T{t}", n, dt * mp, mq)
+            _uvw_small.outer(P, Q, self._coef(pp, t, q, p, P.dtype), T)
+            return T, 1.0
         c = pp.delta
         if c and dt == 1:  # T[z, u, v] = c sum_i P[z, u, i] Q[z, v, i]
             T = ws.get(f"T{t}", n, mp, mq)
@@ -505,6 +521,9 @@ class UVWSharedPlan:
         """``acc[z, k_t, u_t] (beta) += sum C H[z, u_h, i_h] Y[z, i_f, u_h, u_t]`` (``Y [n, d_f mul_h, mul_t]``)."""
         n = H.shape[0]
         mh, dt, df = pp.mul[h], pp.d[t], pp.d[f]
+        if ws.use_c:
+            _uvw_small.rowmat(H, self._coef(pp, t, f, h, H.dtype), Y, acc, beta)
+            return
         c = pp.delta
         if c and df == 1 and dt == 1:  # acc[z, 0, w] = c sum_v H[z, v] Y[z, v, w]
             _rowvec_times(H.view(n, 1, mh), Y, acc, beta, c, ws)
@@ -585,6 +604,9 @@ class UVWSharedPlan:
                 # target q: sum over i_p of R[z, i_p][k_q, u_t] @ Y[z, i_p]^T [u_t, u_q]
                 a, beta = acc[q], beta_op[1]
                 B = blocks[t]
+                if ws.use_c:
+                    _uvw_small.dotsum(B, self._coef(pp, p, q, t, B.dtype), Y.view(n, dp * mq, mt), a, beta)
+                    continue
                 if pp.delta and dp == 1 and pp.d[q] == 1:  # a[z, 0, u_q] = c sum_(u_t) B[z, u_t] Y[z, u_q, u_t]
                     _rowvec_times(B.view(n, 1, mt), Y3.transpose(1, 2), a, beta, pp.delta, ws)
                     continue
@@ -668,6 +690,9 @@ class UVWSharedPlan:
         nworkers = max(1, min(torch.get_num_threads(), -(-Z // min(sub))))
         bounds = [i * Z // nworkers for i in range(nworkers + 1)]  # equal shares of the samples
         wss = [_POOL.acquire(dtype) for _ in range(nworkers)]
+        use_c = not kernels_disabled() and _uvw_small.small_kernel_available()
+        for ws in wss:
+            ws.use_c = use_c
         try:
             return self._run_workers(plan, ops, targets, out, live, wss, bounds)
         finally:

@@ -1,0 +1,403 @@
+"""The per-sample small contractions of the chunked shared-weight 'uvw' tensor product, in C.
+
+:mod:`euclidnet.tp._uvw_shared` spends its time in two kinds of work: GEMMs with the weights (MKL, through
+torch) and, around them, per-sample contractions of a GEMM's operand or result with the Clebsch-Gordan block
+and the two other operands. The latter stream a large intermediate (``[n, d, mul, mul]``) once at a few
+multiply-adds per element: memory-bound work that torch runs as batched small GEMMs (``bmm`` with inner
+dimension 3, one MKL call per sample) plus transposing copies. Each function here does one such contraction
+in a single pass, per sample, with the small operands read in place (any strides) and the Clebsch-Gordan
+contraction done on the fly. Single-threaded: the caller runs them on its own worker threads (ctypes
+releases the GIL during the call).
+
+Operand blocks are ``X[z, u, i]`` (sample ``z``, channel ``u < mul``, component ``i < d``) given by a pointer
+and three element strides. ``M`` is a small dense coefficient tensor (the CG block, scaled and permuted).
+
+* :func:`outer`: ``T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j]`` (``T`` contiguous);
+* :func:`rowmat`: ``acc[z, k, w] = beta acc[z, k, w] + sum_(f, u) R[z, k, f, u] Y[z, f, u, w]`` with
+  ``R[z, k, f, u] = sum_i M[k, f, i] H[z, u, i]``;
+* :func:`dotsum`: ``acc[z, k, u] = beta acc[z, k, u] + sum_(i, t) R[z, i, k, t] Y[z, i, u, t]`` with
+  ``R[z, i, k, t] = sum_s M[i, k, s] B[z, t, s]``.
+
+``Y`` is contiguous per sample (sample stride given); ``acc`` has unit stride along its last axis.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from ._build import LazyLibrary
+
+__all__ = ["dotsum", "outer", "rowmat", "small_kernel_available", "small_kernel_error"]
+
+_BODY = r"""
+/* out[r, u] = sum_(i < d) M[r, i] X[u, i] for r < rows (X[u, i] at X[u su + i si]), through Xt[i, u] = X[u, i]
+   so that the sums are vector loops over u. */
+static void contract_cols_SFX(const REAL *X, int64_t su, int64_t si, int64_t mul, int64_t d, const REAL *M,
+                              int64_t rows, REAL *restrict Xt, REAL *restrict out) {
+    for (int64_t u = 0; u < mul; u++)
+        for (int64_t i = 0; i < d; i++) Xt[i * mul + u] = X[u * su + i * si];
+    for (int64_t r = 0; r < rows; r++) {
+        REAL *restrict o = out + r * mul;
+        const REAL m0 = M[r * d];
+#pragma omp simd
+        for (int64_t u = 0; u < mul; u++) o[u] = m0 * Xt[u];
+        for (int64_t i = 1; i < d; i++) {
+            const REAL mi = M[r * d + i];
+            const REAL *restrict x = Xt + i * mul;
+#pragma omp simd
+            for (int64_t u = 0; u < mul; u++) o[u] += mi * x[u];
+        }
+    }
+}
+
+/* T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j]; T contiguous [n, dt, mp, mq]. */
+int euclidnet_uvw_outer_SFX(int64_t n, const REAL *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                            const REAL *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                            const REAL *M, int64_t dt, REAL *restrict T) {
+    REAL *Qt = (REAL *)malloc(sizeof(REAL) * (size_t)(dq * mq + dp * mp + dt * dq * mp + dq + 1));
+    if (!Qt) return 1;
+    REAL *Pt = Qt + dq * mq, *Rf = Pt + dp * mp, *r = Rf + dt * dq * mp;
+    for (int64_t z = 0; z < n; z++) {
+        const REAL *Qz = Q + z * qsz;
+        for (int64_t j = 0; j < dq; j++)
+            for (int64_t v = 0; v < mq; v++) Qt[j * mq + v] = Qz[v * qsu + j * qsi];
+        /* Rf[k, j, u] = sum_i M[k, j, i] P[z, u, i] */
+        contract_cols_SFX(P + z * psz, psu, psi, mp, dp, M, dt * dq, Pt, Rf);
+        for (int64_t k = 0; k < dt; k++) {
+            for (int64_t u = 0; u < mp; u++) {
+                for (int64_t j = 0; j < dq; j++) r[j] = Rf[(k * dq + j) * mp + u];
+                REAL *restrict row = T + ((z * dt + k) * mp + u) * mq;
+                if (dq == 1) {
+                    const REAL r0 = r[0];
+#pragma omp simd
+                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * Qt[v];
+                } else if (dq == 3) {
+                    const REAL r0 = r[0], r1 = r[1], r2 = r[2];
+                    const REAL *q0 = Qt, *q1 = Qt + mq, *q2 = Qt + 2 * mq;
+#pragma omp simd
+                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
+                } else {
+                    const REAL r0 = r[0];
+#pragma omp simd
+                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * Qt[v];
+                    for (int64_t j = 1; j < dq; j++) {
+                        const REAL rj = r[j];
+                        const REAL *qj = Qt + j * mq;
+#pragma omp simd
+                        for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
+                    }
+                }
+            }
+        }
+    }
+    free(Qt);
+    return 0;
+}
+
+/* acc[z, k, w] = beta acc[z, k, w] + sum_(f, u) R[k, f, u] Y[z, f, u, w], R[k, f, u] = sum_i M[k, f, i] H[z, u, i].
+   Y: [n, df, mh, mt] with sample stride ysz, contiguous otherwise; acc: strides (asz, ask, 1). */
+int euclidnet_uvw_rowmat_SFX(int64_t n, const REAL *H, int64_t hsz, int64_t hsu, int64_t hsi, int64_t mh, int64_t dh,
+                             const REAL *M, int64_t dt, int64_t df, const REAL *Y, int64_t ysz, int64_t mt,
+                             double beta, REAL *acc, int64_t asz, int64_t ask) {
+    const int64_t K = df * mh;
+    REAL *R = (REAL *)malloc(sizeof(REAL) * (size_t)(dt * K + dt * mt + dh * mh + 1));
+    if (!R) return 1;
+    REAL *S = R + dt * K, *Ht = S + dt * mt;
+    for (int64_t z = 0; z < n; z++) {
+        contract_cols_SFX(H + z * hsz, hsu, hsi, mh, dh, M, dt * df, Ht, R);  /* R[k, f, u] */
+        const REAL *Yz = Y + z * ysz;
+#if UVW_AVX_SFX
+        if ((dt == 3 || dt == 1) && mt % 8 == 0) {
+            rowmat_avx(dt, K, R, Yz, mt, S);
+        } else
+#endif
+        {
+        memset(S, 0, sizeof(REAL) * (size_t)(dt * mt));
+        for (int64_t a = 0; a < K; a++) {
+            const REAL *restrict y = Yz + a * mt;
+            for (int64_t k = 0; k < dt; k++) {
+                const REAL rk = R[k * K + a];
+                REAL *restrict s = S + k * mt;
+#pragma omp simd
+                for (int64_t w = 0; w < mt; w++) s[w] += rk * y[w];
+            }
+        }
+        }
+        for (int64_t k = 0; k < dt; k++) {
+            REAL *restrict o = acc + z * asz + k * ask;
+            const REAL *restrict s = S + k * mt;
+            if (beta == 0.0) {
+#pragma omp simd
+                for (int64_t w = 0; w < mt; w++) o[w] = s[w];
+            } else {
+                const REAL b = (REAL)beta;
+#pragma omp simd
+                for (int64_t w = 0; w < mt; w++) o[w] = b * o[w] + s[w];
+            }
+        }
+    }
+    free(R);
+    return 0;
+}
+
+/* acc[z, k, u] = beta acc[z, k, u] + sum_(i, t) R[i, k, t] Y[z, i, u, t], R[i, k, t] = sum_s M[i, k, s] B[z, t, s].
+   Y: [n, dp, mq, mb] with sample stride ysz, contiguous otherwise; acc: strides (asz, ask, 1). */
+int euclidnet_uvw_dotsum_SFX(int64_t n, const REAL *B, int64_t bsz, int64_t bsu, int64_t bsi, int64_t mb, int64_t db,
+                             const REAL *M, int64_t dp, int64_t dq, const REAL *Y, int64_t ysz, int64_t mq,
+                             double beta, REAL *acc, int64_t asz, int64_t ask) {
+    REAL *R = (REAL *)malloc(sizeof(REAL) * (size_t)(dp * dq * mb + dq * mq + db * mb + 1));
+    if (!R) return 1;
+    REAL *S = R + dp * dq * mb, *Bt = S + dq * mq;
+    for (int64_t z = 0; z < n; z++) {
+        contract_cols_SFX(B + z * bsz, bsu, bsi, mb, db, M, dp * dq, Bt, R);  /* R[i, k, t] */
+        const REAL *Yz = Y + z * ysz;
+#if UVW_AVX_SFX
+        if (dq <= 3 && mb % 8 == 0 && mq % 4 == 0) {
+            dotsum_avx(dp, dq, R, Yz, mq, mb, S);
+        } else
+#endif
+        {
+        memset(S, 0, sizeof(REAL) * (size_t)(dq * mq));
+        for (int64_t i = 0; i < dp; i++)
+            for (int64_t u = 0; u < mq; u++) {
+                const REAL *restrict y = Yz + (i * mq + u) * mb;
+                for (int64_t k = 0; k < dq; k++) {
+                    const REAL *restrict r = R + (i * dq + k) * mb;
+                    REAL s = 0;
+#pragma omp simd reduction(+ : s)
+                    for (int64_t t = 0; t < mb; t++) s += r[t] * y[t];
+                    S[k * mq + u] += s;
+                }
+            }
+        }
+        for (int64_t k = 0; k < dq; k++) {
+            REAL *restrict o = acc + z * asz + k * ask;
+            const REAL *restrict s = S + k * mq;
+            if (beta == 0.0) {
+#pragma omp simd
+                for (int64_t u = 0; u < mq; u++) o[u] = s[u];
+            } else {
+                const REAL b = (REAL)beta;
+#pragma omp simd
+                for (int64_t u = 0; u < mq; u++) o[u] = b * o[u] + s[u];
+            }
+        }
+    }
+    free(R);
+    return 0;
+}
+"""
+
+
+_AVX = r"""
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define UVW_AVX_f32 1
+#else
+#define UVW_AVX_f32 0
+#endif
+#define UVW_AVX_f64 0
+#ifndef UVW_PF
+#define UVW_PF 8
+#endif
+
+#if UVW_AVX_f32
+/* S[k, w] = sum_a R[k, a] Y[a, w] for k < dt (1 or 3), mt a multiple of 8: register tiles of dt x 32 columns
+   (12 accumulators), Y read once per tile from cache. */
+static void rowmat_avx(int64_t dt, int64_t K, const float *R, const float *Y, int64_t mt, float *S) {
+    for (int64_t w0 = 0; w0 < mt; w0 += 32) {
+        const int64_t nv = (mt - w0) >= 32 ? 4 : (mt - w0) / 8;
+        if (dt == 3 && nv == 4) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            __m256 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+            const float *R0 = R, *R1 = R + K, *R2 = R + 2 * K;
+            for (int64_t a = 0; a < K; a++) {
+                const float *y = Y + a * mt + w0;
+                _mm_prefetch((const char *)(y + UVW_PF * mt), _MM_HINT_T0);
+                _mm_prefetch((const char *)(y + UVW_PF * mt + 16), _MM_HINT_T0);
+                const __m256 y0 = _mm256_loadu_ps(y), y1 = _mm256_loadu_ps(y + 8);
+                const __m256 y2 = _mm256_loadu_ps(y + 16), y3 = _mm256_loadu_ps(y + 24);
+                __m256 r = _mm256_broadcast_ss(R0 + a);
+                a0 = _mm256_fmadd_ps(r, y0, a0); a1 = _mm256_fmadd_ps(r, y1, a1);
+                a2 = _mm256_fmadd_ps(r, y2, a2); a3 = _mm256_fmadd_ps(r, y3, a3);
+                r = _mm256_broadcast_ss(R1 + a);
+                b0 = _mm256_fmadd_ps(r, y0, b0); b1 = _mm256_fmadd_ps(r, y1, b1);
+                b2 = _mm256_fmadd_ps(r, y2, b2); b3 = _mm256_fmadd_ps(r, y3, b3);
+                r = _mm256_broadcast_ss(R2 + a);
+                c0 = _mm256_fmadd_ps(r, y0, c0); c1 = _mm256_fmadd_ps(r, y1, c1);
+                c2 = _mm256_fmadd_ps(r, y2, c2); c3 = _mm256_fmadd_ps(r, y3, c3);
+            }
+            float *s = S + w0;
+            _mm256_storeu_ps(s, a0); _mm256_storeu_ps(s + 8, a1); _mm256_storeu_ps(s + 16, a2); _mm256_storeu_ps(s + 24, a3);
+            s += mt;
+            _mm256_storeu_ps(s, b0); _mm256_storeu_ps(s + 8, b1); _mm256_storeu_ps(s + 16, b2); _mm256_storeu_ps(s + 24, b3);
+            s += mt;
+            _mm256_storeu_ps(s, c0); _mm256_storeu_ps(s + 8, c1); _mm256_storeu_ps(s + 16, c2); _mm256_storeu_ps(s + 24, c3);
+            continue;
+        }
+        /* dt = 1, or a tail of fewer than 32 columns: one row at a time, nv vectors */
+        for (int64_t k = 0; k < dt; k++) {
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            const float *Rk = R + k * K;
+            if (nv == 4) {
+                __m256 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+                __m256 e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+                int64_t a = 0;
+                for (; a + 1 < K; a += 2) {  /* two rows at once: two independent FMA chains per column */
+                    const float *y = Y + a * mt + w0;
+                    __m256 r = _mm256_broadcast_ss(Rk + a);
+                    a0 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y), a0); a1 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 8), a1);
+                    a2 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 16), a2); a3 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 24), a3);
+                    y += mt;
+                    r = _mm256_broadcast_ss(Rk + a + 1);
+                    e0 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y), e0); e1 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 8), e1);
+                    e2 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 16), e2); e3 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 24), e3);
+                }
+                if (a < K) {
+                    const float *y = Y + a * mt + w0;
+                    const __m256 r = _mm256_broadcast_ss(Rk + a);
+                    a0 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y), a0); a1 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 8), a1);
+                    a2 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 16), a2); a3 = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 24), a3);
+                }
+                acc[0] = _mm256_add_ps(a0, e0); acc[1] = _mm256_add_ps(a1, e1);
+                acc[2] = _mm256_add_ps(a2, e2); acc[3] = _mm256_add_ps(a3, e3);
+            } else {
+                for (int64_t a = 0; a < K; a++) {
+                    const float *y = Y + a * mt + w0;
+                    const __m256 r = _mm256_broadcast_ss(Rk + a);
+                    for (int64_t v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(r, _mm256_loadu_ps(y + 8 * v), acc[v]);
+                }
+            }
+            for (int64_t v = 0; v < nv; v++) _mm256_storeu_ps(S + k * mt + w0 + 8 * v, acc[v]);
+        }
+    }
+}
+
+/* The four sums of the lanes of a, b, c, d. */
+static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* S[k, u] = sum_(i, t) R[i, k, t] Y[i, u, t] for k < dq (<= 3), mb a multiple of 8, mq a multiple of 4: register
+   tiles of dq x 4 dot products (12 accumulators over 8 lanes of t), reduced with horizontal adds. */
+static void dotsum_avx(int64_t dp, int64_t dq, const float *R, const float *Y, int64_t mq, int64_t mb, float *S) {
+    memset(S, 0, sizeof(float) * (size_t)(dq * mq));
+    for (int64_t i = 0; i < dp; i++) {
+        const float *Ri = R + i * dq * mb;
+        for (int64_t u = 0; u < mq; u += 4) {
+            const float *y = Y + (i * mq + u) * mb;
+            __m256 a[3][4];
+            for (int k = 0; k < 3; k++)
+                for (int v = 0; v < 4; v++) a[k][v] = _mm256_setzero_ps();
+            for (int64_t t = 0; t < mb; t += 8) {
+                const __m256 y0 = _mm256_loadu_ps(y + t), y1 = _mm256_loadu_ps(y + mb + t);
+                const __m256 y2 = _mm256_loadu_ps(y + 2 * mb + t), y3 = _mm256_loadu_ps(y + 3 * mb + t);
+                for (int k = 0; k < 3; k++) {
+                    if (k >= dq) break;
+                    const __m256 r = _mm256_loadu_ps(Ri + k * mb + t);
+                    a[k][0] = _mm256_fmadd_ps(r, y0, a[k][0]); a[k][1] = _mm256_fmadd_ps(r, y1, a[k][1]);
+                    a[k][2] = _mm256_fmadd_ps(r, y2, a[k][2]); a[k][3] = _mm256_fmadd_ps(r, y3, a[k][3]);
+                }
+            }
+            for (int64_t k = 0; k < dq; k++) {
+                float *s = S + k * mq + u;
+                _mm_storeu_ps(s, _mm_add_ps(_mm_loadu_ps(s), hsum4(a[k][0], a[k][1], a[k][2], a[k][3])));
+            }
+        }
+    }
+}
+#endif
+"""
+
+
+def _source() -> str:
+    head = "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n" + _AVX
+    return head + "".join(_BODY.replace("REAL", real).replace("SFX", sfx) for real, sfx in (("float", "f32"), ("double", "f64")))
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr, dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
+    for sfx in ("f32", "f64"):
+        f = getattr(lib, f"euclidnet_uvw_outer_{sfx}")
+        f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr]
+        f.restype = ctypes.c_int
+        for name in ("rowmat", "dotsum"):
+            f = getattr(lib, f"euclidnet_uvw_{name}_{sfx}")
+            f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, ptr, i64, i64, dbl, ptr, i64, i64]
+            f.restype = ctypes.c_int
+
+
+_LIBRARY = LazyLibrary("euclidnet_uvw_small", _source, _declare)
+_SFX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def small_kernel_available() -> bool:
+    """Whether the compiled kernels can be used (builds them on first call)."""
+    return _LIBRARY.get() is not None
+
+
+def small_kernel_error() -> str | None:
+    """Why the kernels are unavailable (``None`` if available or not yet tried)."""
+    return _LIBRARY.error
+
+
+def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function
+    lib = _LIBRARY.get()
+    if lib is None:
+        raise RuntimeError(f"uvw small-contraction kernels unavailable: {_LIBRARY.error}")
+    return getattr(lib, f"euclidnet_uvw_{name}_{_SFX[dtype]}")
+
+
+def _check(rc: int, name: str) -> None:
+    if rc != 0:
+        raise MemoryError(f"euclidnet_uvw_{name}: out of memory for its per-sample scratch")
+
+
+def outer(P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, T: torch.Tensor) -> None:
+    """``T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j]``.
+
+    Shapes: ``P [n, mp, dp]``, ``Q [n, mq, dq]`` (any strides), ``M [dt, dq, dp]`` contiguous, ``T`` contiguous
+    with ``n dt mp mq`` elements; all of one dtype.
+    """
+    n, mp, dp = P.shape
+    _, mq, dq = Q.shape
+    dt = M.shape[0]
+    rc = _fn("outer", P.dtype)(
+        n, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq, M.data_ptr(), dt, T.data_ptr()
+    )
+    _check(rc, "outer")
+
+
+def rowmat(H: torch.Tensor, M: torch.Tensor, Y: torch.Tensor, acc: torch.Tensor, beta: float) -> None:
+    """``acc[z, k, w] = beta acc + sum_(f, u) R[z, k, f, u] Y[z, f u, w]``, ``R = sum_i M[k, f, i] H[z, u, i]``.
+
+    Shapes: ``H [n, mh, dh]`` (any strides), ``M [dt, df, dh]`` contiguous, ``Y [n, df mh, mt]`` contiguous per
+    sample, ``acc [n, dt, mt]`` with unit last stride.
+    """
+    n, mh, dh = H.shape
+    dt, df, _ = M.shape
+    mt = Y.shape[2]
+    rc = _fn("rowmat", H.dtype)(
+        n, H.data_ptr(), *H.stride(), mh, dh, M.data_ptr(), dt, df, Y.data_ptr(), Y.stride(0), mt,
+        float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),
+    )  # fmt: skip
+    _check(rc, "rowmat")
+
+
+def dotsum(B: torch.Tensor, M: torch.Tensor, Y: torch.Tensor, acc: torch.Tensor, beta: float) -> None:
+    """``acc[z, k, u] = beta acc + sum_(i, t) R[z, i, k, t] Y[z, i, u, t]``, ``R = sum_s M[i, k, s] B[z, t, s]``.
+
+    Shapes: ``B [n, mb, db]`` (any strides), ``M [dp, dq, db]`` contiguous, ``Y [n, dp mq, mb]`` contiguous per
+    sample, ``acc [n, dq, mq]`` with unit last stride.
+    """
+    n, mb, db = B.shape
+    dp, dq, _ = M.shape
+    mq = Y.shape[1] // dp
+    rc = _fn("dotsum", B.dtype)(
+        n, B.data_ptr(), *B.stride(), mb, db, M.data_ptr(), dp, dq, Y.data_ptr(), Y.stride(0), mq,
+        float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),
+    )  # fmt: skip
+    _check(rc, "dotsum")
