@@ -313,9 +313,138 @@ static void dotsum_avx(int64_t dp, int64_t dq, const float *R, const float *Y, i
 """
 
 
+_FUSED = (
+    "#if UVW_AVX_f32\n"
+    + r"""
+/* ---- fused outer GEMM (float32, AVX2/FMA): acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] Wp[(u, v), w],
+   T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j] generated block by block in cache (never in
+   memory). Wp: the weights [mp mq, mt] packed as [mt / 16][mp mq][16]. Rows (z, k) in blocks of FO_ROWS, the
+   sum over (u, v) in slices of FO_UB values of u; 6 x 16 register tiles. */
+#define FO_ROWS 24
+#define FO_UB 4
+
+/* c[6][16] (+)= A[r][0..kc) B[0..kc)[16], A rows at a[r] */
+static inline void fo_tile(int64_t kc, const float *const *a, const float *B, float *C, int64_t ldc, int first) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_loadu_ps(C); c01 = _mm256_loadu_ps(C + 8);
+        c10 = _mm256_loadu_ps(C + ldc); c11 = _mm256_loadu_ps(C + ldc + 8);
+        c20 = _mm256_loadu_ps(C + 2 * ldc); c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(C + 3 * ldc); c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(C + 4 * ldc); c41 = _mm256_loadu_ps(C + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(C + 5 * ldc); c51 = _mm256_loadu_ps(C + 5 * ldc + 8);
+    }
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    for (int64_t k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(B + 16 * k), b1 = _mm256_load_ps(B + 16 * k + 8);
+        __m256 x = _mm256_broadcast_ss(a0 + k);
+        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + k);
+        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + k);
+        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + k);
+        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4 + k);
+        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5 + k);
+        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    _mm256_storeu_ps(C, c00); _mm256_storeu_ps(C + 8, c01);
+    _mm256_storeu_ps(C + ldc, c10); _mm256_storeu_ps(C + ldc + 8, c11);
+    _mm256_storeu_ps(C + 2 * ldc, c20); _mm256_storeu_ps(C + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(C + 3 * ldc, c30); _mm256_storeu_ps(C + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(C + 4 * ldc, c40); _mm256_storeu_ps(C + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(C + 5 * ldc, c50); _mm256_storeu_ps(C + 5 * ldc + 8, c51);
+}
+
+int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const float *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const float *M, int64_t dt, const float *Wp, int64_t mt,
+                              double beta, float *acc, int64_t asz, int64_t ask) {
+    if (mt % 16 != 0 || dt > FO_ROWS) return 2;
+    const int64_t zb = FO_ROWS / dt;            /* samples per row block */
+    const int64_t rows_max = zb * dt, rows_pad = (rows_max + 5) / 6 * 6;
+    const int64_t kc_max = FO_UB * mq, K = mp * mq, nct = mt / 16;
+    /* scratch: Qt [zb][dq][mq], Rf [zb][dt][dq][mp], Pt [dp][mp], A [rows_pad][kc_max], C [rows_pad][mt] */
+    const size_t need = (size_t)(zb * dq * mq + zb * dt * dq * mp + dp * mp + rows_pad * kc_max + rows_pad * mt + 64);
+    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    if (!buf) return 1;
+    float *Qt = buf, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * dt * dq * mp;
+    float *A = Pt + dp * mp, *C = A + rows_pad * kc_max;
+    memset(A, 0, sizeof(float) * (size_t)(rows_pad * kc_max));  /* padding rows stay zero */
+    for (int64_t z0 = 0; z0 < n; z0 += zb) {
+        const int64_t nb = n - z0 < zb ? n - z0 : zb, rows = nb * dt, ntile = (rows + 5) / 6;
+        for (int64_t s = 0; s < nb; s++) {
+            const float *Qz = Q + (z0 + s) * qsz;
+            float *qt = Qt + s * dq * mq;
+            for (int64_t j = 0; j < dq; j++)
+                for (int64_t v = 0; v < mq; v++) qt[j * mq + v] = Qz[v * qsu + j * qsi];
+            contract_cols_f32(P + (z0 + s) * psz, psu, psi, mp, dp, M, dt * dq, Pt, Rf + s * dt * dq * mp);
+        }
+        if (rows < rows_max)  /* a short last block: clear the rows its tiles read but do not fill */
+            memset(A + rows * kc_max, 0, sizeof(float) * (size_t)((rows_pad - rows) * kc_max));
+        for (int64_t u0 = 0; u0 < mp; u0 += FO_UB) {
+            const int64_t ub = mp - u0 < FO_UB ? mp - u0 : FO_UB, kc = ub * mq;
+            for (int64_t r = 0; r < rows; r++) {  /* A[r][(u - u0) mq + v] = T[z, k, u, v], r = (z, k) */
+                const int64_t s = r / dt, k = r % dt;
+                const float *qt = Qt + s * dq * mq, *rf = Rf + (s * dt + k) * dq * mp;
+                float *restrict a = A + r * kc_max;
+                for (int64_t u = 0; u < ub; u++) {
+                    float *restrict row = a + u * mq;
+                    const float r0 = rf[u0 + u];
+                    if (dq == 3) {
+                        const float r1 = rf[mp + u0 + u], r2 = rf[2 * mp + u0 + u];
+                        const float *q0 = qt, *q1 = qt + mq, *q2 = qt + 2 * mq;
+#pragma omp simd
+                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
+                    } else {
+#pragma omp simd
+                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * qt[v];
+                        for (int64_t j = 1; j < dq; j++) {
+                            const float rj = rf[j * mp + u0 + u];
+                            const float *qj = qt + j * mq;
+#pragma omp simd
+                            for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
+                        }
+                    }
+                }
+            }
+            for (int64_t t = 0; t < ntile; t++) {
+                const float *ap[6];
+                for (int r = 0; r < 6; r++) ap[r] = A + (t * 6 + r) * kc_max;
+                for (int64_t ct = 0; ct < nct; ct++)
+                    fo_tile(kc, ap, Wp + (ct * K + u0 * mq) * 16, C + t * 6 * mt + ct * 16, mt, u0 == 0);
+            }
+        }
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t s = r / dt, k = r % dt;
+            float *restrict o = acc + (z0 + s) * asz + k * ask;
+            const float *restrict c = C + r * mt;
+            if (beta == 0.0) {
+                memcpy(o, c, sizeof(float) * (size_t)mt);
+            } else {
+                const float b = (float)beta;
+#pragma omp simd
+                for (int64_t w = 0; w < mt; w++) o[w] = b * o[w] + c[w];
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+"""
+    + "#endif\n"
+)
+
+
 def _source() -> str:
     head = "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n" + _AVX
-    return head + "".join(_BODY.replace("REAL", real).replace("SFX", sfx) for real, sfx in (("float", "f32"), ("double", "f64")))
+    body = "".join(_BODY.replace("REAL", real).replace("SFX", sfx) for real, sfx in (("float", "f32"), ("double", "f64")))
+    has = "int euclidnet_uvw_has_fused(void) { return UVW_AVX_f32; }\n"
+    return head + body + _FUSED + has
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -330,6 +459,14 @@ def _declare(lib: ctypes.CDLL) -> None:
             f.restype = ctypes.c_int
 
 
+    lib.euclidnet_uvw_has_fused.argtypes = []
+    lib.euclidnet_uvw_has_fused.restype = ctypes.c_int
+    if lib.euclidnet_uvw_has_fused():
+        f = lib.euclidnet_uvw_fused_outer
+        f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, dbl, ptr, i64, i64]
+        f.restype = ctypes.c_int
+
+
 _LIBRARY = LazyLibrary("euclidnet_uvw_small", _source, _declare)
 _SFX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -342,6 +479,41 @@ def small_kernel_available() -> bool:
 def small_kernel_error() -> str | None:
     """Why the kernels are unavailable (``None`` if available or not yet tried)."""
     return _LIBRARY.error
+
+
+def fused_available() -> bool:
+    """Whether the fused GEMM kernels (float32, AVX2/FMA builds only) can be used."""
+    lib = _LIBRARY.get()
+    return lib is not None and bool(lib.euclidnet_uvw_has_fused())
+
+
+def pack_weights(W: torch.Tensor) -> torch.Tensor:
+    """``W [K, mt]`` (``mt`` a multiple of 16) as the panels ``[mt / 16, K, 16]`` the fused kernels read."""
+    K, mt = W.shape
+    return W.reshape(K, mt // 16, 16).transpose(0, 1).contiguous()
+
+
+def fused_outer(
+    P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, Wp: torch.Tensor, acc: torch.Tensor, beta: float
+) -> None:
+    """``acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] W[(u, v), w]``, ``T`` as in :func:`outer` (float32).
+
+    ``Wp = pack_weights(W)`` with ``W [mp mq, mt]``; ``acc [n, dt, mt]`` with unit last stride. ``T`` is formed a
+    few rows at a time in cache and multiplied there (6 x 16 register tiles), never written to memory.
+    """
+    n, mp, dp = P.shape
+    _, mq, dq = Q.shape
+    dt = M.shape[0]
+    mt = Wp.shape[0] * 16
+    lib = _LIBRARY.get()
+    assert lib is not None
+    rc = lib.euclidnet_uvw_fused_outer(
+        n, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq, M.data_ptr(), dt,
+        Wp.data_ptr(), mt, float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),
+    )  # fmt: skip
+    if rc == 2:
+        raise ValueError(f"fused_outer: needs mt a multiple of 16 and dt <= 24, got mt={mt}, dt={dt}")
+    _check(rc, "fused_outer")
 
 
 def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function

@@ -233,6 +233,7 @@ class _Workspace:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.use_c = False  # the compiled small contractions (set per call by UVWSharedPlan._run)
+        self.fused = False  # the fused float32 GEMMs (ditto)
         self.bufs: dict[str, torch.Tensor] = {}
         self.views: dict[tuple[Any, ...], torch.Tensor] = {}  # (name, *shape) -> view: no op per chunk
 
@@ -581,6 +582,10 @@ class UVWSharedPlan:
         outers: dict[int, tuple[torch.Tensor, float]] = {}
         for op, beta_op in zip(ops, betas):
             t, p, q = op.t, op.p, op.q
+            if ws.fused and self._fused_outer(pp, op):  # T formed in cache, never in memory
+                M = self._coef(pp, t, q, p, ws.dtype)
+                _uvw_small.fused_outer(blocks[p], blocks[q], M, Wv[(pp.index, p, q, t)], acc[t], beta_op[0])
+                continue
             if op.kind in ("outer", "weight"):
                 if t not in outers:
                     outers[t] = self._outer(pp, t, p, q, blocks[p], blocks[q], ws)
@@ -623,7 +628,9 @@ class UVWSharedPlan:
                 else:
                     a.add_(part.sum(1))
 
-    def _weight_views(self, W: torch.Tensor, plan: list[list[_Op]]) -> dict[tuple[int, ...], torch.Tensor]:
+    def _weight_views(
+        self, W: torch.Tensor, plan: list[list[_Op]], fused: bool = False
+    ) -> dict[tuple[int, ...], torch.Tensor]:
         """The weight matrices the ops of ``plan`` need, keyed ``(path, a, b, c)``: ``W`` of a path with its
         axes in slot order ``(a, b, c)`` as ``[mul_a mul_b, mul_c]`` (outer) or ``[mul_a, mul_b mul_c]``
         (first, shared); ``reshape`` copies only when the permutation is not a plain transposition."""
@@ -640,9 +647,16 @@ class UVWSharedPlan:
                 Wabc = Wp.permute(_AXIS[a], _AXIS[b], _AXIS[c])
                 if op.kind == "outer":
                     out[key] = Wabc.reshape(pp.mul[a] * pp.mul[b], pp.mul[c])
+                    if fused and self._fused_outer(pp, op):
+                        out[key] = _uvw_small.pack_weights(out[key])
                 else:
                     out[key] = Wabc.reshape(pp.mul[a], pp.mul[b] * pp.mul[c])
         return out
+
+    @staticmethod
+    def _fused_outer(pp: _Path, op: _Op) -> bool:
+        """Whether the fused kernel runs ``op`` (an outer op) when fused kernels are on."""
+        return op.kind == "outer" and pp.mul[op.t] % 16 == 0 and pp.d[op.t] <= 24
 
     def _per_sample(self, pp: _Path, ops: list[_Op]) -> int:
         """Elements per sample of the largest intermediate of the ops of one path."""
@@ -691,8 +705,9 @@ class UVWSharedPlan:
         bounds = [i * Z // nworkers for i in range(nworkers + 1)]  # equal shares of the samples
         wss = [_POOL.acquire(dtype) for _ in range(nworkers)]
         use_c = not kernels_disabled() and _uvw_small.small_kernel_available()
+        fused = use_c and dtype == torch.float32 and _uvw_small.fused_available()
         for ws in wss:
-            ws.use_c = use_c
+            ws.use_c, ws.fused = use_c, fused
         try:
             return self._run_workers(plan, ops, targets, out, live, wss, bounds)
         finally:
@@ -714,7 +729,7 @@ class UVWSharedPlan:
         nworkers = len(wss)
         Z = bounds[-1]
         ref = next(o for o in ops if o is not None and o.dim() == 2)
-        Wv = {} if ops[2] is None else self._weight_views(ops[2], plan)
+        Wv = {} if ops[2] is None else self._weight_views(ops[2], plan, wss[0].fused)
         sub = self._pieces(plan, ref.element_size())
         n = max(sub)
         # Weight-gradient accumulators per path, one set per worker: worker 0 accumulates straight into the
