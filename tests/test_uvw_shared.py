@@ -156,6 +156,46 @@ def test_float32(small_chunks):
         _assert_rel(a.double(), b, 1e-5)
 
 
+@pytest.mark.parametrize("Z", [1, 37, 130])
+def test_float32_compiled_kernels(Z, monkeypatch):
+    """float32 with multiplicities that are multiples of 16 (the fused GEMMs run) and others (they do not):
+    values and gradients against the float64 torch plan; the fused kernels are seen to run."""
+    from euclidnet.kernels import _uvw_small
+
+    if not _uvw_small.fused_available():
+        pytest.skip("fused kernels need an AVX2/FMA build")
+    calls = {"fused_outer": 0, "fused_wgrad": 0}
+    for name in calls:
+        real = getattr(_uvw_small, name)
+
+        def counted(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(_uvw_small, name, counted)
+    tp = _fc("16x0e+32x1o+3x2e", "16x0e+16x1o+2x1e", "32x0e+16x1o+5x1e+16x2e")
+    x1, x2 = _inputs(tp, Z, torch.float32)
+    cot = torch.randn(Z, tp.irreps_out.dim, dtype=torch.float32)
+    got = _run(tp.float(), x1, x2, cot, True)
+    ref = _run(tp.double(), x1.detach().double().requires_grad_(), x2.detach().double().requires_grad_(), cot.double(), False)
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.float32
+        _assert_rel(a.double(), b, 1e-5)
+    assert calls["fused_outer"] > 0 and calls["fused_wgrad"] > 0
+
+
+def test_without_compiled_kernels(small_chunks, monkeypatch):
+    """The torch fallbacks of the small contractions (used when no C compiler works) equal the torch plan."""
+    from euclidnet.kernels import _uvw_small
+
+    monkeypatch.setattr(_uvw_small, "small_kernel_available", lambda: False)
+    tp = DESCRIPTORS["mixed_l3"]().to(F64)
+    x1, x2 = _inputs(tp, 41, F64)
+    cot = torch.randn(41, tp.irreps_out.dim, dtype=F64)
+    for a, b in zip(_run(tp, x1, x2, cot, True), _run(tp, x1, x2, cot, False)):
+        _assert_rel(a, b, 1e-12)
+
+
 def test_external_weight_and_broadcast_batch(small_chunks):
     """Shared weights passed to forward (requiring grad), inputs with broadcast batch dimensions."""
     tp = DESCRIPTORS["mixed_l3"]().to(F64)

@@ -338,7 +338,7 @@ static inline void fo_tile(int64_t kc, const float *const *a, const float *B, fl
     }
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int64_t k = 0; k < kc; k++) {
-        const __m256 b0 = _mm256_load_ps(B + 16 * k), b1 = _mm256_load_ps(B + 16 * k + 8);
+        const __m256 b0 = _mm256_loadu_ps(B + 16 * k), b1 = _mm256_loadu_ps(B + 16 * k + 8);
         __m256 x = _mm256_broadcast_ss(a0 + k);
         c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
         x = _mm256_broadcast_ss(a1 + k);
@@ -436,6 +436,223 @@ int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t ps
     return 0;
 }
 """
+    + r"""
+/* ---- fused 'first' order (float32, AVX2/FMA): Y[(z, i), (v, w)] = sum_u P[z, u, i] W[u, (v, w)] computed
+   16 columns at a time in registers (6-row tiles of whole samples: rows (z, i)) and contracted there:
+     acc_t[z, k, w] (beta_t)+= sum_(i, v) R1[z, k, i, v] Y[z, i, v, w],  R1[z, k, i, v] = sum_j M1[k, i, j] Qs[z, v, j]
+     acc_q[z, k, v] (beta_q)+= sum_(i, w) R2[z, i, k, w] Y[z, i, v, w],  R2[z, i, k, w] = sum_j M2[i, k, j] Ts[z, w, j]
+   (the second only when M2 is given). Wp: W packed as [mq mt / 16][mp][16]. Y never goes to memory. */
+#define FF_TILES 4
+
+static inline __attribute__((always_inline)) void ff_tile(
+        const int SPT, const int DP, int64_t mp, const float *A, const float *B, int64_t ns, int64_t dt, int64_t dq,
+        int64_t mq, int64_t mt, int64_t v, int64_t w0, const float *R1, int64_t r1s, const float *R2, int64_t r2s,
+        float *acc_t, int64_t atz, int64_t atk, float *acc_q, int64_t aqz, int64_t aqk) {
+    /* SPT samples of DP rows each: every index into c is a constant once the loops over s, i, r are unrolled,
+       so the tile stays in registers */
+    __m256 c[6][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < SPT * DP; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int64_t u = 0; u < mp; u++) {
+        const __m256 b0 = _mm256_loadu_ps(B + 16 * u), b1 = _mm256_loadu_ps(B + 16 * u + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < SPT * DP; r++) {
+            const __m256 x = _mm256_broadcast_ss(A + r * mp + u);
+            c[r][0] = _mm256_fmadd_ps(x, b0, c[r][0]);
+            c[r][1] = _mm256_fmadd_ps(x, b1, c[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int s = 0; s < SPT; s++) {  /* the samples of this tile: rows s DP + i */
+        if (s < ns) {
+            const float *r1 = R1 + s * r1s;
+            for (int64_t k = 0; k < dt; k++) {
+                __m256 y0 = _mm256_setzero_ps(), y1 = y0;
+#pragma GCC unroll 5
+                for (int i = 0; i < DP; i++) {
+                    const __m256 x = _mm256_broadcast_ss(r1 + (k * DP + i) * mq + v);
+                    y0 = _mm256_fmadd_ps(x, c[s * DP + i][0], y0);
+                    y1 = _mm256_fmadd_ps(x, c[s * DP + i][1], y1);
+                }
+                float *o = acc_t + s * atz + k * atk + w0;
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), y0));
+                _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), y1));
+            }
+            if (R2) {
+                const float *r2 = R2 + s * r2s;
+                for (int64_t k = 0; k < dq; k++) {
+                    __m256 y = _mm256_setzero_ps();
+#pragma GCC unroll 5
+                    for (int i = 0; i < DP; i++) {
+                        const float *rr = r2 + (i * dq + k) * mt + w0;
+                        y = _mm256_fmadd_ps(_mm256_loadu_ps(rr), c[s * DP + i][0], y);
+                        y = _mm256_fmadd_ps(_mm256_loadu_ps(rr + 8), c[s * DP + i][1], y);
+                    }
+                    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+                    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                    acc_q[s * aqz + k * aqk + v] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+                }
+            }
+        }
+    }
+}
+
+static void ff_scale(float *a, int64_t nb, int64_t asz, int64_t ask, int64_t d, int64_t m, double beta) {
+    for (int64_t s = 0; s < nb; s++)
+        for (int64_t k = 0; k < d; k++) {
+            float *o = a + s * asz + k * ask;
+            if (beta == 0.0) memset(o, 0, sizeof(float) * (size_t)m);
+            else if (beta != 1.0)
+                for (int64_t x = 0; x < m; x++) o[x] *= (float)beta;
+        }
+}
+
+int euclidnet_uvw_fused_first(int64_t n, const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const float *Qs, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const float *Ts, int64_t tsz, int64_t tsu, int64_t tsi, int64_t mt, int64_t dt,
+                              const float *M1, const float *M2, const float *Wp,
+                              double beta_t, float *acc_t, int64_t atz, int64_t atk,
+                              double beta_q, float *acc_q, int64_t aqz, int64_t aqk) {
+    if (mt % 16 != 0 || !(dp == 1 || dp == 3 || dp == 5)) return 2;
+    const int64_t spt = dp == 1 ? 6 : 6 / dp, zb = spt * FF_TILES, nwt = mt / 16;
+    const int64_t r1s = dt * dp * mq, r2s = dp * dq * mt;
+    const int64_t dmax = dq > dt ? dq : dt, mmax = mq > mt ? mq : mt;
+    const size_t need = (size_t)(zb * dp * mp + 6 * mp + zb * r1s + (M2 ? zb * r2s : 0) + dmax * mmax + 64);
+    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    if (!buf) return 1;
+    float *A = buf, *R1 = A + (zb * dp + 6) * mp, *R2 = R1 + zb * r1s, *X = R2 + (M2 ? zb * r2s : 0);
+    for (int64_t z0 = 0; z0 < n; z0 += zb) {
+        const int64_t nb = n - z0 < zb ? n - z0 : zb;
+        memset(A, 0, sizeof(float) * (size_t)((zb * dp + 6) * mp));  /* rows past the last sample stay zero */
+        for (int64_t s = 0; s < nb; s++) {
+            const float *Pz = P + (z0 + s) * psz;
+            for (int64_t i = 0; i < dp; i++)
+                for (int64_t u = 0; u < mp; u++) A[(s * dp + i) * mp + u] = Pz[u * psu + i * psi];
+            contract_cols_f32(Qs + (z0 + s) * qsz, qsu, qsi, mq, dq, M1, dt * dp, X, R1 + s * r1s);
+            if (M2) contract_cols_f32(Ts + (z0 + s) * tsz, tsu, tsi, mt, dt, M2, dp * dq, X, R2 + s * r2s);
+        }
+        float *at = acc_t + z0 * atz, *aq = M2 ? acc_q + z0 * aqz : NULL;
+        ff_scale(at, nb, atz, atk, dt, mt, beta_t);
+        if (M2) ff_scale(aq, nb, aqz, aqk, dq, mq, beta_q);
+        for (int64_t ct = 0; ct < mq * nwt; ct++) {
+            const int64_t v = ct / nwt, w0 = (ct % nwt) * 16;
+            const float *B = Wp + ct * mp * 16;
+            for (int64_t s0 = 0; s0 < nb; s0 += spt) {
+                const int64_t ns = nb - s0 < spt ? nb - s0 : spt;
+                const float *As = A + s0 * dp * mp;
+                const float *r1 = R1 + s0 * r1s, *r2 = M2 ? R2 + s0 * r2s : NULL;
+                float *ot = at + s0 * atz, *oq = M2 ? aq + s0 * aqz : NULL;
+                if (dp == 1) ff_tile(6, 1, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+                else if (dp == 3) ff_tile(2, 3, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+                else ff_tile(1, 5, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* ---- fused weight gradient (float32, AVX2/FMA): G[u, (a, b)] += sum_(z, k) S[z, u, k] T[z, k, a, b],
+   T[z, k, a, b] = sum_(i, j) M[k, j, i] P[z, a, i] Q[z, b, j] generated in cache block by block: rows (z, k) in
+   blocks of about FW_ROWS, columns in slices of FW_COLS (whole values of a), packed as [16-column tile][row][16];
+   register tiles of up to 6 rows u of G by 16 columns. G: [ms][mp mq] with row stride ldg. */
+#define FW_ROWS 384
+#define FW_COLS 256
+
+static inline __attribute__((always_inline)) void fw_tile(const int MR, int64_t kr, const float *St, int64_t lds,
+                                                          const float *B, float *G, int64_t ldg) {
+    __m256 c[6][2];
+    for (int r = 0; r < MR; r++) {
+        c[r][0] = _mm256_loadu_ps(G + r * ldg);
+        c[r][1] = _mm256_loadu_ps(G + r * ldg + 8);
+    }
+    for (int64_t k = 0; k < kr; k++) {
+        const __m256 b0 = _mm256_loadu_ps(B + 16 * k), b1 = _mm256_loadu_ps(B + 16 * k + 8);
+        const float *a = St + k * lds;
+        for (int r = 0; r < MR; r++) {
+            const __m256 x = _mm256_broadcast_ss(a + r);
+            c[r][0] = _mm256_fmadd_ps(x, b0, c[r][0]);
+            c[r][1] = _mm256_fmadd_ps(x, b1, c[r][1]);
+        }
+    }
+    for (int r = 0; r < MR; r++) {
+        _mm256_storeu_ps(G + r * ldg, c[r][0]);
+        _mm256_storeu_ps(G + r * ldg + 8, c[r][1]);
+    }
+}
+
+int euclidnet_uvw_fused_wgrad(int64_t n, const float *S, int64_t ssz, int64_t ssu, int64_t ssi, int64_t ms, int64_t ds,
+                              const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const float *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const float *M, float *G, int64_t ldg) {
+    if (mq % 16 != 0 || ds > FW_ROWS) return 2;
+    const int64_t zb = FW_ROWS / ds, rows_max = zb * ds;
+    const int64_t ua = mq >= FW_COLS ? 1 : FW_COLS / mq;  /* values of a per column slice */
+    const int64_t ntq = mq / 16;                          /* 16-column tiles per value of a */
+    const int64_t lds = ms + 8;
+    const size_t need = (size_t)(zb * dq * mq + zb * ds * dq * mp + dp * mp + rows_max * lds + ua * mq * rows_max + 64);
+    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    if (!buf) return 1;
+    float *Tp = buf, *Qt = Tp + ua * mq * rows_max, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * ds * dq * mp;
+    float *St = Pt + dp * mp;
+    for (int64_t z0 = 0; z0 < n; z0 += zb) {
+        const int64_t nb = n - z0 < zb ? n - z0 : zb, rows = nb * ds;
+        for (int64_t s = 0; s < nb; s++) {
+            const float *Qz = Q + (z0 + s) * qsz, *Sz = S + (z0 + s) * ssz;
+            float *qt = Qt + s * dq * mq;
+            for (int64_t j = 0; j < dq; j++)
+                for (int64_t v = 0; v < mq; v++) qt[j * mq + v] = Qz[v * qsu + j * qsi];
+            contract_cols_f32(P + (z0 + s) * psz, psu, psi, mp, dp, M, ds * dq, Pt, Rf + s * ds * dq * mp);
+            for (int64_t k = 0; k < ds; k++)
+                for (int64_t u = 0; u < ms; u++) St[(s * ds + k) * lds + u] = Sz[u * ssu + k * ssi];
+        }
+        for (int64_t a0 = 0; a0 < mp; a0 += ua) {
+            const int64_t na = mp - a0 < ua ? mp - a0 : ua;
+            for (int64_t r = 0; r < rows; r++) {  /* Tp[(a - a0) ntq + tile][r][16] = T[z, k, a, b], r = (z, k) */
+                const int64_t s = r / ds, k = r % ds;
+                const float *qt = Qt + s * dq * mq, *rf = Rf + (s * ds + k) * dq * mp;
+                for (int64_t a = 0; a < na; a++) {
+                    float row[mq] __attribute__((aligned(32)));
+                    const float r0 = rf[a0 + a];
+                    if (dq == 3) {
+                        const float r1 = rf[mp + a0 + a], r2 = rf[2 * mp + a0 + a];
+                        const float *q0 = qt, *q1 = qt + mq, *q2 = qt + 2 * mq;
+#pragma omp simd
+                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
+                    } else {
+#pragma omp simd
+                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * qt[v];
+                        for (int64_t j = 1; j < dq; j++) {
+                            const float rj = rf[j * mp + a0 + a];
+                            const float *qj = qt + j * mq;
+#pragma omp simd
+                            for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
+                        }
+                    }
+                    for (int64_t t = 0; t < ntq; t++)
+                        memcpy(Tp + ((a * ntq + t) * rows + r) * 16, row + 16 * t, 16 * sizeof(float));
+                }
+            }
+            for (int64_t t = 0; t < na * ntq; t++) {
+                const float *B = Tp + t * rows * 16;
+                float *Gt = G + a0 * mq + t * 16;
+                int64_t u = 0;
+                for (; u + 6 <= ms; u += 6) fw_tile(6, rows, St + u, lds, B, Gt + u * ldg, ldg);
+                switch (ms - u) {
+                    case 5: fw_tile(5, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 4: fw_tile(4, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 3: fw_tile(3, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 2: fw_tile(2, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 1: fw_tile(1, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    default: break;
+                }
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+"""
     + "#endif\n"
 )
 
@@ -465,6 +682,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         f = lib.euclidnet_uvw_fused_outer
         f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, dbl, ptr, i64, i64]
         f.restype = ctypes.c_int
+        f = lib.euclidnet_uvw_fused_first
+        f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, ptr, dbl, ptr, i64, i64, dbl, ptr, i64, i64]
+        f.restype = ctypes.c_int
+        f = lib.euclidnet_uvw_fused_wgrad
+        f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, i64]
+        f.restype = ctypes.c_int
 
 
 _LIBRARY = LazyLibrary("euclidnet_uvw_small", _source, _declare)
@@ -490,7 +713,15 @@ def fused_available() -> bool:
 def pack_weights(W: torch.Tensor) -> torch.Tensor:
     """``W [K, mt]`` (``mt`` a multiple of 16) as the panels ``[mt / 16, K, 16]`` the fused kernels read."""
     K, mt = W.shape
-    return W.reshape(K, mt // 16, 16).transpose(0, 1).contiguous()
+    out = torch.empty(mt // 16, K, 16, dtype=W.dtype)  # a fresh buffer (contiguous() may return a view)
+    out.copy_(W.reshape(K, mt // 16, 16).transpose(0, 1))
+    return out
+
+
+def _float32(name: str, *tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise TypeError(f"{name}: expected float32 CPU tensors, got {t.dtype} on {t.device}")
 
 
 def fused_outer(
@@ -505,6 +736,11 @@ def fused_outer(
     _, mq, dq = Q.shape
     dt = M.shape[0]
     mt = Wp.shape[0] * 16
+    if n == 0:
+        return
+    _float32("fused_outer", P, Q, M, Wp, acc)
+    if Wp.shape[2] != 16 or acc.shape[2] != mt:
+        raise ValueError(f"fused_outer: packed weights {tuple(Wp.shape)} need mt a multiple of 16, acc {tuple(acc.shape)}")
     lib = _LIBRARY.get()
     assert lib is not None
     rc = lib.euclidnet_uvw_fused_outer(
@@ -516,11 +752,86 @@ def fused_outer(
     _check(rc, "fused_outer")
 
 
+def fused_first(
+    P: torch.Tensor,
+    Qs: torch.Tensor,
+    M1: torch.Tensor,
+    Wp: torch.Tensor,
+    acc_t: torch.Tensor,
+    beta_t: float,
+    Ts: torch.Tensor | None = None,
+    M2: torch.Tensor | None = None,
+    acc_q: torch.Tensor | None = None,
+    beta_q: float = 0.0,
+) -> None:
+    """The 'first' order with its contractions fused (float32): ``Y[z, i, v, w] = sum_u P[z, u, i] W[u, (v, w)]``
+    in registers, then ``acc_t[z, k, w] (beta_t)+= sum_(i, v) R1[z, k, i, v] Y[z, i, v, w]`` with ``R1 = sum_j M1[k, i,
+    j] Qs[z, v, j]`` and, when ``M2`` is given, ``acc_q[z, k, v] (beta_q)+= sum_(i, w) R2[z, i, k, w] Y[z, i, v, w]``
+    with ``R2 = sum_j M2[i, k, j] Ts[z, w, j]``.
+
+    Shapes: ``P [n, mp, dp]`` (``dp`` 1, 3 or 5), ``Qs [n, mq, dq]``, ``Ts [n, mt, dt]`` (any strides),
+    ``M1 [dt, dp, dq]``, ``M2 [dp, dq, dt]``, ``Wp = pack_weights(W [mp, mq mt])`` (``mt`` a multiple of 16),
+    ``acc_t [n, dt, mt]``, ``acc_q [n, dq, mq]`` (unit last strides).
+    """
+    n, mp, dp = P.shape
+    _, mq, dq = Qs.shape
+    dt = M1.shape[0]
+    mt = acc_t.shape[2]
+    if n == 0:
+        return
+    second = M2 is not None
+    _float32("fused_first", P, Qs, M1, Wp, acc_t, *((Ts, M2, acc_q) if second else ()))
+    lib = _LIBRARY.get()
+    assert lib is not None
+    t = Ts if second else P
+    q = acc_q if second else acc_t
+    rc = lib.euclidnet_uvw_fused_first(
+        n, P.data_ptr(), *P.stride(), mp, dp, Qs.data_ptr(), *Qs.stride(), mq, dq, t.data_ptr(), *t.stride(), mt, dt,
+        M1.data_ptr(), M2.data_ptr() if second else None, Wp.data_ptr(), float(beta_t), acc_t.data_ptr(),
+        acc_t.stride(0), acc_t.stride(1), float(beta_q), q.data_ptr(), q.stride(0), q.stride(1),
+    )  # fmt: skip
+    if rc == 2:
+        raise ValueError(f"fused_first: needs mt a multiple of 16 and dp in (1, 3, 5), got mt={mt}, dp={dp}")
+    _check(rc, "fused_first")
+
+
+def fused_wgrad(S: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, G: torch.Tensor) -> None:
+    """``G[u, (a, b)] += sum_(z, k) S[z, u, k] T[z, k, a, b]``, ``T[z, k, a, b] = sum M[k, j, i] P[z, a, i] Q[z, b, j]``
+    (float32; ``Q``'s multiplicity a multiple of 16).
+
+    Shapes: ``S [n, ms, ds]``, ``P [n, mp, dp]``, ``Q [n, mq, dq]`` (any strides), ``M [ds, dq, dp]`` contiguous,
+    ``G [ms, mp mq]`` with unit column stride. ``T`` is formed in cache a block at a time, never in memory.
+    """
+    n, ms, ds = S.shape
+    _, mp, dp = P.shape
+    _, mq, dq = Q.shape
+    if n == 0:
+        return
+    _float32("fused_wgrad", S, P, Q, M, G)
+    lib = _LIBRARY.get()
+    assert lib is not None and G.stride(1) == 1
+    rc = lib.euclidnet_uvw_fused_wgrad(
+        n, S.data_ptr(), *S.stride(), ms, ds, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq,
+        M.data_ptr(), G.data_ptr(), G.stride(0),
+    )  # fmt: skip
+    if rc == 2:
+        raise ValueError(f"fused_wgrad: needs mq a multiple of 16 and ds <= 96, got mq={mq}, ds={ds}")
+    _check(rc, "fused_wgrad")
+
+
 def _fn(name: str, dtype: torch.dtype):  # noqa: ANN202 - a ctypes function
     lib = _LIBRARY.get()
     if lib is None:
         raise RuntimeError(f"uvw small-contraction kernels unavailable: {_LIBRARY.error}")
     return getattr(lib, f"euclidnet_uvw_{name}_{_SFX[dtype]}")
+
+
+def _operands(name: str, *tensors: torch.Tensor) -> None:
+    """One dtype (float32 or float64) for all; the kernels read the buffers with that element type."""
+    dtype = tensors[0].dtype
+    for t in tensors:
+        if t.dtype != dtype or dtype not in _SFX or t.device.type != "cpu":
+            raise TypeError(f"{name}: expected CPU tensors of one dtype, float32 or float64; got {t.dtype} on {t.device}")
 
 
 def _check(rc: int, name: str) -> None:
@@ -537,6 +848,11 @@ def outer(P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, T: torch.Tensor) ->
     n, mp, dp = P.shape
     _, mq, dq = Q.shape
     dt = M.shape[0]
+    if n == 0:
+        return
+    _operands("outer", P, Q, M, T)
+    if not (M.is_contiguous() and T.is_contiguous() and T.numel() == n * dt * mp * mq):
+        raise ValueError("outer: M and T must be contiguous, T with n dt mp mq elements")
     rc = _fn("outer", P.dtype)(
         n, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq, M.data_ptr(), dt, T.data_ptr()
     )
@@ -552,6 +868,11 @@ def rowmat(H: torch.Tensor, M: torch.Tensor, Y: torch.Tensor, acc: torch.Tensor,
     n, mh, dh = H.shape
     dt, df, _ = M.shape
     mt = Y.shape[2]
+    if n == 0:
+        return
+    _operands("rowmat", H, M, Y, acc)
+    if not (M.is_contiguous() and Y[0].is_contiguous() and acc.stride(2) == 1 and Y.shape[1] == df * mh):
+        raise ValueError("rowmat: M contiguous, Y [n, df mh, mt] contiguous per sample, acc unit last stride")
     rc = _fn("rowmat", H.dtype)(
         n, H.data_ptr(), *H.stride(), mh, dh, M.data_ptr(), dt, df, Y.data_ptr(), Y.stride(0), mt,
         float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),
@@ -568,6 +889,11 @@ def dotsum(B: torch.Tensor, M: torch.Tensor, Y: torch.Tensor, acc: torch.Tensor,
     n, mb, db = B.shape
     dp, dq, _ = M.shape
     mq = Y.shape[1] // dp
+    if n == 0:
+        return
+    _operands("dotsum", B, M, Y, acc)
+    if not (M.is_contiguous() and Y[0].is_contiguous() and acc.stride(2) == 1 and Y.shape[2] == mb):
+        raise ValueError("dotsum: M contiguous, Y [n, dp mq, mb] contiguous per sample, acc unit last stride")
     rc = _fn("dotsum", B.dtype)(
         n, B.data_ptr(), *B.stride(), mb, db, M.data_ptr(), dp, dq, Y.data_ptr(), Y.stride(0), mq,
         float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),

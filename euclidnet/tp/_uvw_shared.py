@@ -586,6 +586,10 @@ class UVWSharedPlan:
                 M = self._coef(pp, t, q, p, ws.dtype)
                 _uvw_small.fused_outer(blocks[p], blocks[q], M, Wv[(pp.index, p, q, t)], acc[t], beta_op[0])
                 continue
+            if op.kind == "weight" and ws.fused and t not in outers and pp.mul[q] % 16 == 0 and pp.d[t] <= 96:
+                M = self._coef(pp, t, q, p, ws.dtype)
+                _uvw_small.fused_wgrad(blocks[t], blocks[p], blocks[q], M, gbuf[(pp.index, t)])
+                continue
             if op.kind in ("outer", "weight"):
                 if t not in outers:
                     outers[t] = self._outer(pp, t, p, q, blocks[p], blocks[q], ws)
@@ -599,6 +603,16 @@ class UVWSharedPlan:
                     gbuf[(pp.index, t)].addmm_(self._rows(blocks[t], ws, "S").t(), T2, alpha=alpha)
                 continue
             # first / shared: Y[z, i_p, u_q, u_t] = sum_(u_p) P[z, u_p, i_p] W[u_p, u_q, u_t]
+            if ws.fused and self._fused_first(pp, op):  # Y formed and contracted in registers
+                M1, Wp = self._coef(pp, t, p, q, ws.dtype), Wv[(pp.index, p, q, t)]
+                if op.kind == "shared":
+                    M2 = self._coef(pp, p, q, t, ws.dtype)
+                    _uvw_small.fused_first(
+                        blocks[p], blocks[q], M1, Wp, acc[t], beta_op[0], blocks[t], M2, acc[q], beta_op[1]
+                    )
+                else:
+                    _uvw_small.fused_first(blocks[p], blocks[q], M1, Wp, acc[t], beta_op[0])
+                continue
             F = blocks[p]
             n, dp, mq, mt = F.shape[0], pp.d[p], pp.mul[q], pp.mul[t]
             Y = ws.get("Y", n * dp, mq * mt)
@@ -651,12 +665,19 @@ class UVWSharedPlan:
                         out[key] = _uvw_small.pack_weights(out[key])
                 else:
                     out[key] = Wabc.reshape(pp.mul[a], pp.mul[b] * pp.mul[c])
+                    if fused and self._fused_first(pp, op):
+                        out[key] = _uvw_small.pack_weights(out[key])
         return out
 
     @staticmethod
     def _fused_outer(pp: _Path, op: _Op) -> bool:
         """Whether the fused kernel runs ``op`` (an outer op) when fused kernels are on."""
         return op.kind == "outer" and pp.mul[op.t] % 16 == 0 and pp.d[op.t] <= 24
+
+    @staticmethod
+    def _fused_first(pp: _Path, op: _Op) -> bool:
+        """Whether the fused kernel runs ``op`` (a first or shared op) when fused kernels are on."""
+        return op.kind in ("first", "shared") and pp.mul[op.t] % 16 == 0 and pp.d[op.p] in (1, 3, 5)
 
     def _per_sample(self, pp: _Path, ops: list[_Op]) -> int:
         """Elements per sample of the largest intermediate of the ops of one path."""
