@@ -177,7 +177,8 @@ def test_float32_compiled_kernels(Z, monkeypatch):
     x1, x2 = _inputs(tp, Z, torch.float32)
     cot = torch.randn(Z, tp.irreps_out.dim, dtype=torch.float32)
     got = _run(tp.float(), x1, x2, cot, True)
-    ref = _run(tp.double(), x1.detach().double().requires_grad_(), x2.detach().double().requires_grad_(), cot.double(), False)
+    x1d, x2d = x1.detach().double().requires_grad_(), x2.detach().double().requires_grad_()
+    ref = _run(tp.double(), x1d, x2d, cot.double(), False)
     for a, b in zip(got, ref):
         assert a.dtype == torch.float32
         _assert_rel(a.double(), b, 1e-5)

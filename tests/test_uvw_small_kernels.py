@@ -117,3 +117,12 @@ def test_fused_rejects_unsupported_input():
         K.fused_wgrad(P, P, P, M, torch.zeros(4, 16, **f32))
     with pytest.raises(TypeError, match="float32"):
         K.fused_wgrad(P, P, P, M.double(), torch.zeros(4, 16, **f32))
+
+
+def test_kernel_status_lists_them(monkeypatch):
+    from euclidnet import kernels
+
+    status = kernels.kernel_status()
+    assert status["uvw_shared"].startswith("available") and "linear" in status
+    monkeypatch.setenv("EUCLIDNET_DISABLE_KERNELS", "1")
+    assert all(v.startswith("disabled") for v in kernels.kernel_status().values())

@@ -25,15 +25,20 @@ __all__ = [
 
 def kernel_status() -> dict[str, str]:
     """``{kernel name: "available" | "disabled (...)" | "unavailable: <reason>"}``."""
+    from ._linear import linear_kernel_available, linear_kernel_error
     from ._tp import tp_kernel_available, tp_kernel_error
+    from ._uvw_small import fused_available, small_kernel_available, small_kernel_error
 
+    names = ("spherical_harmonics", "tensor_product", "linear", "uvw_shared")
     if kernels_disabled():
-        off = "disabled (EUCLIDNET_DISABLE_KERNELS=1)"
-        return {"spherical_harmonics": off, "tensor_product": off}
+        return dict.fromkeys(names, "disabled (EUCLIDNET_DISABLE_KERNELS=1)")
     status = {}
-    for name, ok, err in (
-        ("spherical_harmonics", sh_kernel_available, sh_kernel_error),
-        ("tensor_product", tp_kernel_available, tp_kernel_error),
+    for name, ok, err in zip(
+        names,
+        (sh_kernel_available, tp_kernel_available, linear_kernel_available, small_kernel_available),
+        (sh_kernel_error, tp_kernel_error, linear_kernel_error, small_kernel_error),
     ):
         status[name] = "available" if ok() else f"unavailable: {err()}"
+    if status["uvw_shared"] == "available" and not fused_available():
+        status["uvw_shared"] = "available (no AVX2/FMA: fused float32 GEMMs off)"
     return status

@@ -21,6 +21,7 @@ and three element strides. ``M`` is a small dense coefficient tensor (the CG blo
 ``Y`` is contiguous per sample (sample stride given); ``acc`` has unit stride along its last axis.
 """
 
+# ruff: noqa: E501
 from __future__ import annotations
 
 import ctypes

@@ -30,23 +30,31 @@ cost, ``Z d mul^3`` multiply-adds):
   gradients (one GEMM over ``d_out`` rows instead of two).
 
 When some ``l`` is 0, ``C`` is ``c`` times the identity between the other two slots (``_Path.delta``): the
-``C`` contractions are then views of the operands and ``c`` goes into the GEMM's ``alpha``. Every choice is
-made per path at construction by a cost model (:meth:`UVWSharedPlan._cost`: GEMM multiply-adds weighted by
-their measured speed, plus the intermediate's size and the small per-sample products). On tp_uvw_fc
+torch code then uses views of the operands and puts ``c`` in the GEMM's ``alpha``. Every choice is made per
+path at construction by a cost model (:meth:`UVWSharedPlan._cost`: GEMM multiply-adds weighted by their
+measured speed, plus the intermediate's size and the small per-sample products). On tp_uvw_fc
 (``64x0e+64x1o+64x1e`` x itself, 11 paths) that is 19 GEMM units (``Z 64^3`` multiply-adds) forward and 42
-for the first-order backward (57 with three separate gradients). What remains besides the GEMMs (~30% of
-the time there) is forming ``T`` and the per-sample small products: both stream the intermediate once more
-at a few multiply-adds per element, so they are bound by memory traffic (a hand-written C loop for them was
-no faster than torch's ``bmm``).
+for the first-order backward (57 with three separate gradients).
 
-Chunks: a path's intermediate is ``[Z, d, 64 * 64]`` (tens of MB for a few thousand samples); forming it
-for the whole batch makes the sum memory-bound and costs that memory. The samples are processed a chunk at
-a time, each path in pieces whose largest intermediate is ~:data:`CHUNK_BYTES` (:func:`chunk_size`; a chunk
-is the largest piece, so paths with ``2l + 1 = 1`` intermediates make fewer, taller GEMMs). Each
-contribution to an output block is accumulated in place (``addmm_``/``baddbmm_``, ``beta = 0`` on first
-write) in a per-chunk ``[chunk, d, mul]`` buffer (scalar blocks: straight into the output) then copied into
-the output; the weight gradient accumulates over the chunks (``addmm_``). Scratch tensors are reused across
-chunks. No ``[Z, ...]`` tensor other than the inputs, the outputs and the gradients is formed.
+Execution (:mod:`euclidnet.kernels._uvw_small`, compiled C; each op falls back to the one below it):
+
+* float32 on an AVX2/FMA build, multiplicities of the GEMM's columns a multiple of 16: **fused kernels**. The
+  intermediate (``T`` of an outer or weight op, ``Y`` of a first or shared op) is never written to memory:
+  ``T`` is generated a block of rows at a time in cache and multiplied there, ``Y`` is computed 6 rows x 16
+  columns at a time in registers and contracted with ``C`` and the other operand on the spot; all with
+  6 x 16 AVX2 register tiles and the weights packed once per call. Written out, the intermediates cost more
+  than the GEMMs' arithmetic saves (they are ~6 MB per piece and stream through L3 twice, plus MKL's own
+  packing of them).
+* float32/float64 otherwise: the GEMMs by torch (MKL), the per-sample contractions around them (forming
+  ``T``, contracting ``Y``) by small C kernels, one pass each with the operands read in place.
+* no working C compiler: the same in torch ops (batched small GEMMs and transposing copies).
+
+Chunks: the samples are processed a chunk at a time, each path in pieces whose largest intermediate would be
+~:data:`CHUNK_BYTES` (:func:`chunk_size`; a chunk is the largest piece, so paths with ``2l + 1 = 1``
+intermediates make fewer, taller GEMMs). Each contribution to an output block is accumulated in place
+(``beta = 0`` on first write) in a per-chunk ``[chunk, d, mul]`` buffer (scalar blocks: straight into the
+output) then copied into the output; the weight gradient accumulates over the chunks. Scratch tensors are
+reused across chunks. No ``[Z, ...]`` tensor other than the inputs, the outputs and the gradients is formed.
 
 Threads: the samples are split in equal shares between ``torch.get_num_threads()`` workers, each running
 torch ops with one intra-op thread (:func:`_parallel` says why); each worker has its own weight-gradient
