@@ -164,7 +164,7 @@ def test_float32_compiled_kernels(Z, monkeypatch):
 
     if not _uvw_small.fused_available():
         pytest.skip("fused kernels need an AVX2/FMA build")
-    calls = {"fused_outer": 0, "fused_wgrad": 0}
+    calls = {"fused_outer": 0, "fused_wgrad": 0, "fused_first": 0}
     for name in calls:
         real = getattr(_uvw_small, name)
 
@@ -182,7 +182,35 @@ def test_float32_compiled_kernels(Z, monkeypatch):
     for a, b in zip(got, ref):
         assert a.dtype == torch.float32
         _assert_rel(a.double(), b, 1e-5)
-    assert calls["fused_outer"] > 0 and calls["fused_wgrad"] > 0
+    assert min(calls.values()) > 0, calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_wide_multiplicities(dtype, small_chunks, monkeypatch):
+    """Multiplicities of 32 and 48, where the compiled small contractions run (float64, and float32 without the
+    fused kernels): values and gradients equal the torch plan."""
+    from euclidnet.kernels import _uvw_small
+
+    if not _uvw_small.small_kernel_available():
+        pytest.skip("no C compiler")
+    monkeypatch.setattr(_uvw_small, "fused_available", lambda: False)
+    calls = {"outer": 0, "rowmat": 0, "dotsum": 0}
+    for name in calls:
+        real = getattr(_uvw_small, name)
+
+        def counted(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(_uvw_small, name, counted)
+    tp = _fc("32x0e+48x1o+32x2e", "32x0e+32x1e", "48x0e+32x1o+32x1e+32x2e").to(dtype)
+    x1, x2 = _inputs(tp, 23, dtype)
+    cot = torch.randn(23, tp.irreps_out.dim, dtype=dtype)
+    got = _run(tp, x1, x2, cot, True)
+    want = _run(tp, x1, x2, cot, False)
+    for a, b in zip(got, want):
+        _assert_rel(a, b, 1e-12 if dtype == torch.float64 else 1e-5)
+    assert min(calls.values()) > 0, calls
 
 
 def test_without_compiled_kernels(small_chunks, monkeypatch):

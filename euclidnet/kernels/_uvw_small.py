@@ -323,6 +323,7 @@ _FUSED = (
    sum over (u, v) in slices of FO_UB values of u; 6 x 16 register tiles. */
 #define FO_ROWS 24
 #define FO_UB 4
+#define FO_KC 256
 
 /* c[6][16] (+)= A[r][0..kc) B[0..kc)[16], A rows at a[r] */
 static inline void fo_tile(int64_t kc, const float *const *a, const float *B, float *C, int64_t ldc, int first) {
@@ -368,7 +369,8 @@ int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t ps
     if (mt % 16 != 0 || dt > FO_ROWS) return 2;
     const int64_t zb = FO_ROWS / dt;            /* samples per row block */
     const int64_t rows_max = zb * dt, rows_pad = (rows_max + 5) / 6 * 6;
-    const int64_t kc_max = FO_UB * mq, K = mp * mq, nct = mt / 16;
+    const int64_t fo_ub = mq >= FO_KC / FO_UB ? FO_UB : FO_KC / mq;  /* values of u per slice: ~FO_KC columns */
+    const int64_t kc_max = fo_ub * mq, K = mp * mq, nct = mt / 16;
     /* scratch: Qt [zb][dq][mq], Rf [zb][dt][dq][mp], Pt [dp][mp], A [rows_pad][kc_max], C [rows_pad][mt] */
     const size_t need = (size_t)(zb * dq * mq + zb * dt * dq * mp + dp * mp + rows_pad * kc_max + rows_pad * mt + 64);
     float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
@@ -387,8 +389,8 @@ int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t ps
         }
         if (rows < rows_max)  /* a short last block: clear the rows its tiles read but do not fill */
             memset(A + rows * kc_max, 0, sizeof(float) * (size_t)((rows_pad - rows) * kc_max));
-        for (int64_t u0 = 0; u0 < mp; u0 += FO_UB) {
-            const int64_t ub = mp - u0 < FO_UB ? mp - u0 : FO_UB, kc = ub * mq;
+        for (int64_t u0 = 0; u0 < mp; u0 += fo_ub) {
+            const int64_t ub = mp - u0 < fo_ub ? mp - u0 : fo_ub, kc = ub * mq;
             for (int64_t r = 0; r < rows; r++) {  /* A[r][(u - u0) mq + v] = T[z, k, u, v], r = (z, k) */
                 const int64_t s = r / dt, k = r % dt;
                 const float *qt = Qt + s * dq * mq, *rf = Rf + (s * dt + k) * dq * mp;
