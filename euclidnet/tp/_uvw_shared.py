@@ -270,9 +270,10 @@ class _Workspace:
 class _WorkspacePool:
     """Workspaces kept between calls (one per concurrently running worker and dtype).
 
-    Fresh scratch costs page faults on every call (~12k per fwd+bwd of tp_uvw_fc: ~4% of its time); the pool
-    holds one workspace per worker that ran at the same time and dtype (tp_uvw_fc, float32, two workers:
-    ~70 MB, with the second worker's weight-gradient accumulators). :func:`release_workspaces` frees them.
+    Fresh scratch costs page faults on every call (~12k per fwd+bwd of tp_uvw_fc without the fused kernels:
+    ~4% of its time); the pool holds one workspace per worker that ran at the same time and dtype (tp_uvw_fc,
+    float32, two workers: 18 MB with the fused kernels, mostly per-worker weight-gradient accumulators; ~70 MB
+    without them). :func:`release_workspaces` frees them.
     """
 
     def __init__(self) -> None:
