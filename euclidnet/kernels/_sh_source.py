@@ -588,6 +588,10 @@ def _azimuth(L: int, lines: list[str]) -> None:
         lines.append(f"const REAL s{m} = ux * c{m - 1} + uz * s{m - 1};")
 
 
+# Degrees whose forward copies the block out sample by sample (measured per L, 1e5 vectors, 1 thread).
+_COPY_SAMPLE_MAJOR = frozenset({0, 1, 2, 3})
+
+
 def _full_forward(L: int) -> str:
     nc = (L + 1) ** 2
     lines: list[str] = []
@@ -600,6 +604,14 @@ def _full_forward(L: int) -> str:
             lines.append(f"yb[{base + m} * BLK + p] = {P[l, m]} * c{m};")
             lines.append(f"yb[{base - m} * BLK + p] = {P[l, m]} * s{m};")
     body = "\n".join("            " + s for s in lines)
+    if L in _COPY_SAMPLE_MAJOR:  # NC = 1, 4, 9, 16: the compiler vectorises the inner k loop
+        copy = """            for (int p = 0; p < np; p++)
+                for (int k = 0; k < NC; k++) o[p * NC + k] = yb[k * BLK + p];"""
+    else:  # contiguous loads of yb, stores at stride NC: ~4x faster at L = 4, 1.4x at L = 5, 6
+        copy = """            for (int k = 0; k < NC; k++) {
+                const REAL *restrict y = yb + k * BLK;
+                for (int p = 0; p < np; p++) o[p * NC + k] = y[p];
+            }"""
     return rf"""
 static void *fwd_full{L}_SFX(void *arg) {{
     ctx_SFX *c = (ctx_SFX *)arg;
@@ -627,8 +639,7 @@ static void *fwd_full{L}_SFX(void *arg) {{
                 for (int k = 0; k < NC; k++)
                     for (int p = 0; p < BLK; p++) yb[k * BLK + p] *= cs[k];
             REAL *restrict o = c->out + i0 * NC;
-            for (int p = 0; p < np; p++)
-                for (int k = 0; k < NC; k++) o[p * NC + k] = yb[k * BLK + p];
+{copy}
         }}
     }}
     return NULL;
