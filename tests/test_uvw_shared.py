@@ -156,6 +156,20 @@ def test_float32(small_chunks):
         _assert_rel(a.double(), b, 1e-5)
 
 
+def _count_calls(monkeypatch, module, names) -> dict[str, int]:
+    """Wraps ``module.<name>`` for each name so that calls are counted (in the returned dict)."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(module, name)
+
+        def counted(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("Z", [1, 37, 130])
 def test_float32_compiled_kernels(Z, monkeypatch):
     """float32 with multiplicities that are multiples of 16 (the fused GEMMs run) and others (they do not):
@@ -164,15 +178,7 @@ def test_float32_compiled_kernels(Z, monkeypatch):
 
     if not _uvw_small.fused_available():
         pytest.skip("fused kernels need an AVX2/FMA build")
-    calls = {"fused_outer": 0, "fused_wgrad": 0, "fused_first": 0}
-    for name in calls:
-        real = getattr(_uvw_small, name)
-
-        def counted(*a, _real=real, _name=name):
-            calls[_name] += 1
-            return _real(*a)
-
-        monkeypatch.setattr(_uvw_small, name, counted)
+    calls = _count_calls(monkeypatch, _uvw_small, ("fused_outer", "fused_wgrad", "fused_first"))
     tp = _fc("16x0e+32x1o+3x2e", "16x0e+16x1o+2x1e", "32x0e+16x1o+5x1e+16x2e")
     x1, x2 = _inputs(tp, Z, torch.float32)
     cot = torch.randn(Z, tp.irreps_out.dim, dtype=torch.float32)
@@ -194,15 +200,7 @@ def test_wide_multiplicities(dtype, small_chunks, monkeypatch):
     if not _uvw_small.small_kernel_available():
         pytest.skip("no C compiler")
     monkeypatch.setattr(_uvw_small, "fused_available", lambda: False)
-    calls = {"outer": 0, "rowmat": 0, "dotsum": 0}
-    for name in calls:
-        real = getattr(_uvw_small, name)
-
-        def counted(*a, _real=real, _name=name):
-            calls[_name] += 1
-            return _real(*a)
-
-        monkeypatch.setattr(_uvw_small, name, counted)
+    calls = _count_calls(monkeypatch, _uvw_small, ("outer", "rowmat", "dotsum"))
     tp = _fc("32x0e+48x1o+32x2e", "32x0e+32x1e", "48x0e+32x1o+32x1e+32x2e").to(dtype)
     x1, x2 = _inputs(tp, 23, dtype)
     cot = torch.randn(23, tp.irreps_out.dim, dtype=dtype)

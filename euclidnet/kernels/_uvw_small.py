@@ -53,45 +53,59 @@ static void contract_cols_SFX(const REAL *X, int64_t su, int64_t si, int64_t mul
     }
 }
 
+/* o[k, x] = beta o[k, x] + S[k, x] for k < d, x < m (row k of o at o + k ldo; beta 0: o is not read). */
+static void store_rows_SFX(REAL *o, int64_t ldo, const REAL *restrict S, int64_t d, int64_t m, double beta) {
+    for (int64_t k = 0; k < d; k++) {
+        REAL *restrict ok = o + k * ldo;
+        const REAL *restrict s = S + k * m;
+        if (beta == 0.0) {
+#pragma omp simd
+            for (int64_t x = 0; x < m; x++) ok[x] = s[x];
+        } else {
+            const REAL b = (REAL)beta;
+#pragma omp simd
+            for (int64_t x = 0; x < m; x++) ok[x] = b * ok[x] + s[x];
+        }
+    }
+}
+
+/* row[v] = sum_(j < dq) rf[j ldr] qt[j mq + v] for v < mq: one row (z, k, u) of an outer product T, from the
+   contracted first operand (rf = Rf[z, k, 0, u], stride ldr between j) and the transposed second (qt). */
+static inline void t_row_SFX(REAL *restrict row, const REAL *rf, int64_t ldr, const REAL *qt, int64_t mq, int64_t dq) {
+    const REAL r0 = rf[0];
+    if (dq == 3) {
+        const REAL r1 = rf[ldr], r2 = rf[2 * ldr];
+        const REAL *q0 = qt, *q1 = qt + mq, *q2 = qt + 2 * mq;
+#pragma omp simd
+        for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
+        return;
+    }
+#pragma omp simd
+    for (int64_t v = 0; v < mq; v++) row[v] = r0 * qt[v];
+    for (int64_t j = 1; j < dq; j++) {
+        const REAL rj = rf[j * ldr];
+        const REAL *qj = qt + j * mq;
+#pragma omp simd
+        for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
+    }
+}
+
 /* T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j]; T contiguous [n, dt, mp, mq]. */
 int euclidnet_uvw_outer_SFX(int64_t n, const REAL *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
                             const REAL *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
                             const REAL *M, int64_t dt, REAL *restrict T) {
-    REAL *Qt = (REAL *)malloc(sizeof(REAL) * (size_t)(dq * mq + dp * mp + dt * dq * mp + dq + 1));
+    REAL *Qt = (REAL *)malloc(sizeof(REAL) * (size_t)(dq * mq + dp * mp + dt * dq * mp + 1));
     if (!Qt) return 1;
-    REAL *Pt = Qt + dq * mq, *Rf = Pt + dp * mp, *r = Rf + dt * dq * mp;
+    REAL *Pt = Qt + dq * mq, *Rf = Pt + dp * mp;
     for (int64_t z = 0; z < n; z++) {
         const REAL *Qz = Q + z * qsz;
         for (int64_t j = 0; j < dq; j++)
             for (int64_t v = 0; v < mq; v++) Qt[j * mq + v] = Qz[v * qsu + j * qsi];
         /* Rf[k, j, u] = sum_i M[k, j, i] P[z, u, i] */
         contract_cols_SFX(P + z * psz, psu, psi, mp, dp, M, dt * dq, Pt, Rf);
-        for (int64_t k = 0; k < dt; k++) {
-            for (int64_t u = 0; u < mp; u++) {
-                for (int64_t j = 0; j < dq; j++) r[j] = Rf[(k * dq + j) * mp + u];
-                REAL *restrict row = T + ((z * dt + k) * mp + u) * mq;
-                if (dq == 1) {
-                    const REAL r0 = r[0];
-#pragma omp simd
-                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * Qt[v];
-                } else if (dq == 3) {
-                    const REAL r0 = r[0], r1 = r[1], r2 = r[2];
-                    const REAL *q0 = Qt, *q1 = Qt + mq, *q2 = Qt + 2 * mq;
-#pragma omp simd
-                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
-                } else {
-                    const REAL r0 = r[0];
-#pragma omp simd
-                    for (int64_t v = 0; v < mq; v++) row[v] = r0 * Qt[v];
-                    for (int64_t j = 1; j < dq; j++) {
-                        const REAL rj = r[j];
-                        const REAL *qj = Qt + j * mq;
-#pragma omp simd
-                        for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
-                    }
-                }
-            }
-        }
+        for (int64_t k = 0; k < dt; k++)
+            for (int64_t u = 0; u < mp; u++)
+                t_row_SFX(T + ((z * dt + k) * mp + u) * mq, Rf + k * dq * mp + u, mp, Qt, mq, dq);
     }
     free(Qt);
     return 0;
@@ -126,18 +140,7 @@ int euclidnet_uvw_rowmat_SFX(int64_t n, const REAL *H, int64_t hsz, int64_t hsu,
             }
         }
         }
-        for (int64_t k = 0; k < dt; k++) {
-            REAL *restrict o = acc + z * asz + k * ask;
-            const REAL *restrict s = S + k * mt;
-            if (beta == 0.0) {
-#pragma omp simd
-                for (int64_t w = 0; w < mt; w++) o[w] = s[w];
-            } else {
-                const REAL b = (REAL)beta;
-#pragma omp simd
-                for (int64_t w = 0; w < mt; w++) o[w] = b * o[w] + s[w];
-            }
-        }
+        store_rows_SFX(acc + z * asz, ask, S, dt, mt, beta);
     }
     free(R);
     return 0;
@@ -173,18 +176,7 @@ int euclidnet_uvw_dotsum_SFX(int64_t n, const REAL *B, int64_t bsz, int64_t bsu,
                 }
             }
         }
-        for (int64_t k = 0; k < dq; k++) {
-            REAL *restrict o = acc + z * asz + k * ask;
-            const REAL *restrict s = S + k * mq;
-            if (beta == 0.0) {
-#pragma omp simd
-                for (int64_t u = 0; u < mq; u++) o[u] = s[u];
-            } else {
-                const REAL b = (REAL)beta;
-#pragma omp simd
-                for (int64_t u = 0; u < mq; u++) o[u] = b * o[u] + s[u];
-            }
-        }
+        store_rows_SFX(acc + z * asz, ask, S, dq, mq, beta);
     }
     free(R);
     return 0;
@@ -395,25 +387,7 @@ int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t ps
                 const int64_t s = r / dt, k = r % dt;
                 const float *qt = Qt + s * dq * mq, *rf = Rf + (s * dt + k) * dq * mp;
                 float *restrict a = A + r * kc_max;
-                for (int64_t u = 0; u < ub; u++) {
-                    float *restrict row = a + u * mq;
-                    const float r0 = rf[u0 + u];
-                    if (dq == 3) {
-                        const float r1 = rf[mp + u0 + u], r2 = rf[2 * mp + u0 + u];
-                        const float *q0 = qt, *q1 = qt + mq, *q2 = qt + 2 * mq;
-#pragma omp simd
-                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
-                    } else {
-#pragma omp simd
-                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * qt[v];
-                        for (int64_t j = 1; j < dq; j++) {
-                            const float rj = rf[j * mp + u0 + u];
-                            const float *qj = qt + j * mq;
-#pragma omp simd
-                            for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
-                        }
-                    }
-                }
+                for (int64_t u = 0; u < ub; u++) t_row_f32(a + u * mq, rf + u0 + u, mp, qt, mq, dq);
             }
             for (int64_t t = 0; t < ntile; t++) {
                 const float *ap[6];
@@ -616,22 +590,7 @@ int euclidnet_uvw_fused_wgrad(int64_t n, const float *S, int64_t ssz, int64_t ss
                 const float *qt = Qt + s * dq * mq, *rf = Rf + (s * ds + k) * dq * mp;
                 for (int64_t a = 0; a < na; a++) {
                     float row[mq] __attribute__((aligned(32)));
-                    const float r0 = rf[a0 + a];
-                    if (dq == 3) {
-                        const float r1 = rf[mp + a0 + a], r2 = rf[2 * mp + a0 + a];
-                        const float *q0 = qt, *q1 = qt + mq, *q2 = qt + 2 * mq;
-#pragma omp simd
-                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * q0[v] + r1 * q1[v] + r2 * q2[v];
-                    } else {
-#pragma omp simd
-                        for (int64_t v = 0; v < mq; v++) row[v] = r0 * qt[v];
-                        for (int64_t j = 1; j < dq; j++) {
-                            const float rj = rf[j * mp + a0 + a];
-                            const float *qj = qt + j * mq;
-#pragma omp simd
-                            for (int64_t v = 0; v < mq; v++) row[v] += rj * qj[v];
-                        }
-                    }
+                    t_row_f32(row, rf + a0 + a, mp, qt, mq, dq);
                     for (int64_t t = 0; t < ntq; t++)
                         memcpy(Tp + ((a * ntq + t) * rows + r) * 16, row + 16 * t, 16 * sizeof(float));
                 }
