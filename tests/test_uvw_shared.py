@@ -288,6 +288,37 @@ def test_second_derivatives_equal_torch_plan(small_chunks):
         _assert_rel(a, b, 1e-12)
 
 
+def test_second_derivatives_float32_compiled_kernels(monkeypatch):
+    """The same force-training derivatives in float32 through the fused kernels (every slot as a target, since
+    the derivatives beyond the first run the forward with permuted slots), against the float64 torch plan."""
+    from euclidnet.kernels import _uvw_small
+
+    if not _uvw_small.fused_available():
+        pytest.skip("fused kernels need an AVX2/FMA build")
+    tp32 = _fc("16x0e+32x1o", "16x0e+16x1o+16x1e", "32x0e+16x1o+16x1e").float()
+    tp64 = _fc("16x0e+32x1o", "16x0e+16x1o+16x1e", "32x0e+16x1o+16x1e").to(F64)
+    with torch.no_grad():
+        tp32.weight.copy_(tp64.weight)
+    x1, x2 = _inputs(tp64, 29, F64)
+
+    def loss(tp, chunked: bool, dtype):
+        a, b = x1.detach().to(dtype).requires_grad_(), x2.detach().to(dtype).requires_grad_()
+        old = ex.FUSED_ENABLED
+        ex.FUSED_ENABLED = chunked
+        try:
+            energy = tp(a, b).pow(2).sum()
+            (f,) = torch.autograd.grad(energy, [a], create_graph=True)
+            return torch.autograd.grad(f.pow(2).sum(), [tp.weight, b, a])
+        finally:
+            ex.FUSED_ENABLED = old
+
+    calls = _count_calls(monkeypatch, _uvw_small, ("fused_outer", "fused_wgrad", "fused_first"))
+    for a, b in zip(loss(tp32, True, torch.float32), loss(tp64, False, F64)):
+        assert a.dtype == torch.float32
+        _assert_rel(a.double(), b, 1e-4)
+    assert min(calls.values()) > 0, calls
+
+
 @pytest.mark.parametrize("name", ["mixed_l3", "path_weights"])
 def test_equivariance(name, small_chunks):
     tp = DESCRIPTORS[name]().to(F64)
