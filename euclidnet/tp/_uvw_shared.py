@@ -599,7 +599,7 @@ class UVWSharedPlan:
                 M = self._coef(pp, t, q, p, ws.dtype)
                 _uvw_small.fused_outer(blocks[p], blocks[q], M, Wv[(pp.index, p, q, t)], acc[t], beta_op[0])
                 continue
-            if op.kind == "weight" and ws.fused and t not in outers and pp.mul[q] % 16 == 0 and pp.d[t] <= 96:
+            if ws.fused and self._fused_weight(pp, op) and t not in outers:  # T formed in cache (unless formed)
                 M = self._coef(pp, t, q, p, ws.dtype)
                 _uvw_small.fused_wgrad(blocks[t], blocks[p], blocks[q], M, gbuf[(pp.index, t)])
                 continue
@@ -686,6 +686,11 @@ class UVWSharedPlan:
     def _fused_outer(pp: _Path, op: _Op) -> bool:
         """Whether the fused kernel runs ``op`` (an outer op) when fused kernels are on."""
         return op.kind == "outer" and pp.mul[op.t] % 16 == 0 and pp.d[op.t] <= 24 and pp.mul[op.p] * pp.mul[op.q] >= 64
+
+    @staticmethod
+    def _fused_weight(pp: _Path, op: _Op) -> bool:
+        """Whether the fused kernel runs ``op`` (a weight op) when fused kernels are on."""
+        return op.kind == "weight" and pp.mul[op.q] % 16 == 0 and pp.d[op.t] <= 96
 
     @staticmethod
     def _fused_first(pp: _Path, op: _Op) -> bool:
