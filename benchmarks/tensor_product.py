@@ -22,6 +22,7 @@ import time
 import torch
 from _common import sgemm_gflops, time_interleaved  # noqa: E402  (sibling module of this script)
 
+from euclidnet.kernels import kernel_status
 from euclidnet.o3.spherical_harmonics import spherical_harmonics
 from euclidnet.tp import ChannelwiseTensorProduct, FullyConnectedTensorProduct, execution, load_e3nn_weights
 
@@ -127,6 +128,7 @@ def main() -> None:
     print(f"threads=2 scale={a.scale} min_calls={a.min_calls} (WORKLOADS.md: scale 1, >= 7 calls)")
     peak = sgemm_gflops()
     print(f"sgemm 1024^3 yardstick: {peak:.1f} GFLOP/s")
+    print(f"compiled kernels: {kernel_status()}")
     workloads = ["uvu", "uvw"] if a.workload == "all" else [a.workload]
     names = {"uvu": "tp_uvu_conv", "uvw": "tp_uvw_fc"}
     for wl in workloads:
