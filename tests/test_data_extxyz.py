@@ -95,6 +95,28 @@ def test_roundtrip_through_ase_extxyz(tmp_path, dtype):
         np.testing.assert_allclose(g.labels["charges"].double().numpy(), a.arrays["q"][:, None], **tol)
 
 
+@pytest.mark.parametrize("ext,module", [(".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
+def test_compressed_files_read_like_plain_ones(tmp_path, ext, module):
+    """A compressed extxyz gives the same frames (and index slices) as the plain file."""
+    import importlib
+
+    from euclidnet.data.extxyz import read_atoms
+
+    plain = tmp_path / "d.extxyz"
+    write(plain, _frames(), format="extxyz")
+    packed = tmp_path / f"d.extxyz{ext}"
+    with importlib.import_module(module).open(packed, "wb") as f:
+        f.write(plain.read_bytes())
+    for index in (":", "1:3", "-1"):
+        want, got = read_atoms(plain, index), read_atoms(packed, index)
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want):
+            assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+            assert np.array_equal(a.cell, b.cell) and np.array_equal(a.pbc, b.pbc)
+            assert a.get_potential_energy() == b.get_potential_energy()
+            assert np.array_equal(a.get_forces(), b.get_forces()) and np.array_equal(a.arrays["q"], b.arrays["q"])
+
+
 def test_keys_in_info_and_arrays_and_virial(tmp_path):
     atoms = Atoms("Cu4", positions=[[0, 0, 0], [1.8, 1.8, 0], [1.8, 0, 1.8], [0, 1.8, 1.8]], cell=[3.6] * 3, pbc=True)
     atoms.positions += np.random.default_rng(0).normal(0, 0.05, (4, 3))
