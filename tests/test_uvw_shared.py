@@ -191,6 +191,26 @@ def test_float32_compiled_kernels(Z, monkeypatch):
     assert min(calls.values()) > 0, calls
 
 
+def test_float64_fused_kernels(small_chunks, monkeypatch):
+    """float64 through the fused kernels (multiplicities multiples of 8): values, first and second derivatives
+    equal the torch plan, and gradcheck / gradgradcheck pass w.r.t. both inputs."""
+    from euclidnet.kernels import _uvw_small
+
+    if not _uvw_small.fused_available():
+        pytest.skip("fused kernels need an AVX2/FMA build")
+    calls = _count_calls(monkeypatch, _uvw_small, ("fused_outer", "fused_wgrad", "fused_first"))
+    tp = _fc("16x0e+8x1o+16x1e", "16x0e+8x1e", "8x0e+16x1o+8x1e").to(F64)
+    x1, x2 = _inputs(tp, 19, F64)
+    cot = torch.randn(19, tp.irreps_out.dim, dtype=F64)
+    for a, b in zip(_run(tp, x1, x2, cot, True), _run(tp, x1, x2, cot, False)):
+        _assert_rel(a, b, 1e-12)
+    assert min(calls.values()) > 0, calls
+    tp.weight.requires_grad_(False)
+    a, b = x1[:2].detach().requires_grad_(), x2[:2].detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda u, v: tp(u, v), (a, b))
+    assert torch.autograd.gradgradcheck(lambda u, v: tp(u, v), (a, b))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_wide_multiplicities(dtype, small_chunks, monkeypatch):
     """Multiplicities of 32 and 48, where the compiled small contractions run (float64, and float32 without the

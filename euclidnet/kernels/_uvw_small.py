@@ -19,12 +19,20 @@ and three element strides. ``M`` is a small dense coefficient tensor (the CG blo
   ``R[z, i, k, t] = sum_s M[i, k, s] B[z, t, s]``.
 
 ``Y`` is contiguous per sample (sample stride given); ``acc`` has unit stride along its last axis.
+
+The **fused kernels** (AVX2/FMA builds; float32 and float64) do a GEMM with the weights together with these
+contractions, so that the large intermediate never reaches memory: :func:`fused_outer` (an outer product
+times the weights), :func:`fused_wgrad` (the weight gradient) and :func:`fused_first` (the weights times one
+operand, then contracted with the other one or two). Their register tiles are 6 rows by two vectors
+(:data:`FUSED_COLUMNS`: 16 float or 8 double columns), over weights packed once per call
+(:func:`pack_weights`).
 """
 
 # ruff: noqa: E501
 from __future__ import annotations
 
 import ctypes
+import re
 
 import torch
 
@@ -188,8 +196,19 @@ _AVX = r"""
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define UVW_AVX_f32 1
+#define UVW_FUSED 1
+static inline float hsum_f32(__m256 y) {
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+}
+static inline double hsum_f64(__m256d y) {
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(y), _mm256_extractf128_pd(y, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+}
 #else
 #define UVW_AVX_f32 0
+#define UVW_FUSED 0
 #endif
 #define UVW_AVX_f64 0
 #ifndef UVW_PF
@@ -306,104 +325,110 @@ static void dotsum_avx(int64_t dp, int64_t dq, const float *R, const float *Y, i
 """
 
 
-_FUSED = (
-    "#if UVW_AVX_f32\n"
-    + r"""
-/* ---- fused outer GEMM (float32, AVX2/FMA): acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] Wp[(u, v), w],
+# The fused kernels, written once for a vector type: REAL, VEC (a 256-bit register of VL values), NR = 2 VL
+# columns per register tile, and the intrinsics named V*; instantiated for float and double by _source().
+_FUSED_TEMPLATE = r"""
+/* ---- fused outer GEMM (AVX2/FMA): acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] Wp[(u, v), w],
    T[z, k, u, v] = sum_(i, j) M[k, j, i] P[z, u, i] Q[z, v, j] generated block by block in cache (never in
-   memory). Wp: the weights [mp mq, mt] packed as [mt / 16][mp mq][16]. Rows (z, k) in blocks of FO_ROWS, the
-   sum over (u, v) in slices of FO_UB values of u; 6 x 16 register tiles. */
+   memory). Wp: the weights [mp mq, mt] packed as [mt / NR][mp mq][NR]. Rows (z, k) in blocks of FO_ROWS, the
+   sum over (u, v) in slices of FO_UB values of u; 6 x NR register tiles. */
+#ifndef FO_ROWS
 #define FO_ROWS 24
+#endif
+#ifndef FO_UB
 #define FO_UB 4
+#endif
+#ifndef FO_KC
 #define FO_KC 256
+#endif
 
-/* c[6][16] (+)= A[r][0..kc) B[0..kc)[16], A rows at a[r] */
-static inline void fo_tile(int64_t kc, const float *const *a, const float *B, float *C, int64_t ldc, int first) {
-    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+/* c[6][NR] (+)= A[r][0..kc) B[0..kc)[NR], A rows at a[r] */
+static inline void fo_tile_SFX(int64_t kc, const REAL *const *a, const REAL *B, REAL *C, int64_t ldc, int first) {
+    VEC c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (first) {
-        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = VZERO();
     } else {
-        c00 = _mm256_loadu_ps(C); c01 = _mm256_loadu_ps(C + 8);
-        c10 = _mm256_loadu_ps(C + ldc); c11 = _mm256_loadu_ps(C + ldc + 8);
-        c20 = _mm256_loadu_ps(C + 2 * ldc); c21 = _mm256_loadu_ps(C + 2 * ldc + 8);
-        c30 = _mm256_loadu_ps(C + 3 * ldc); c31 = _mm256_loadu_ps(C + 3 * ldc + 8);
-        c40 = _mm256_loadu_ps(C + 4 * ldc); c41 = _mm256_loadu_ps(C + 4 * ldc + 8);
-        c50 = _mm256_loadu_ps(C + 5 * ldc); c51 = _mm256_loadu_ps(C + 5 * ldc + 8);
+        c00 = VLOAD(C); c01 = VLOAD(C + VL);
+        c10 = VLOAD(C + ldc); c11 = VLOAD(C + ldc + VL);
+        c20 = VLOAD(C + 2 * ldc); c21 = VLOAD(C + 2 * ldc + VL);
+        c30 = VLOAD(C + 3 * ldc); c31 = VLOAD(C + 3 * ldc + VL);
+        c40 = VLOAD(C + 4 * ldc); c41 = VLOAD(C + 4 * ldc + VL);
+        c50 = VLOAD(C + 5 * ldc); c51 = VLOAD(C + 5 * ldc + VL);
     }
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    const REAL *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int64_t k = 0; k < kc; k++) {
-        const __m256 b0 = _mm256_loadu_ps(B + 16 * k), b1 = _mm256_loadu_ps(B + 16 * k + 8);
-        __m256 x = _mm256_broadcast_ss(a0 + k);
-        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a1 + k);
-        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a2 + k);
-        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a3 + k);
-        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a4 + k);
-        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a5 + k);
-        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        const VEC b0 = VLOAD(B + NR * k), b1 = VLOAD(B + NR * k + VL);
+        VEC x = VBCAST(a0 + k);
+        c00 = VFMA(x, b0, c00); c01 = VFMA(x, b1, c01);
+        x = VBCAST(a1 + k);
+        c10 = VFMA(x, b0, c10); c11 = VFMA(x, b1, c11);
+        x = VBCAST(a2 + k);
+        c20 = VFMA(x, b0, c20); c21 = VFMA(x, b1, c21);
+        x = VBCAST(a3 + k);
+        c30 = VFMA(x, b0, c30); c31 = VFMA(x, b1, c31);
+        x = VBCAST(a4 + k);
+        c40 = VFMA(x, b0, c40); c41 = VFMA(x, b1, c41);
+        x = VBCAST(a5 + k);
+        c50 = VFMA(x, b0, c50); c51 = VFMA(x, b1, c51);
     }
-    _mm256_storeu_ps(C, c00); _mm256_storeu_ps(C + 8, c01);
-    _mm256_storeu_ps(C + ldc, c10); _mm256_storeu_ps(C + ldc + 8, c11);
-    _mm256_storeu_ps(C + 2 * ldc, c20); _mm256_storeu_ps(C + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(C + 3 * ldc, c30); _mm256_storeu_ps(C + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(C + 4 * ldc, c40); _mm256_storeu_ps(C + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(C + 5 * ldc, c50); _mm256_storeu_ps(C + 5 * ldc + 8, c51);
+    VSTORE(C, c00); VSTORE(C + VL, c01);
+    VSTORE(C + ldc, c10); VSTORE(C + ldc + VL, c11);
+    VSTORE(C + 2 * ldc, c20); VSTORE(C + 2 * ldc + VL, c21);
+    VSTORE(C + 3 * ldc, c30); VSTORE(C + 3 * ldc + VL, c31);
+    VSTORE(C + 4 * ldc, c40); VSTORE(C + 4 * ldc + VL, c41);
+    VSTORE(C + 5 * ldc, c50); VSTORE(C + 5 * ldc + VL, c51);
 }
 
-int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
-                              const float *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
-                              const float *M, int64_t dt, const float *Wp, int64_t mt,
-                              double beta, float *acc, int64_t asz, int64_t ask) {
-    if (mt % 16 != 0 || dt > FO_ROWS) return 2;
+int euclidnet_uvw_fused_outer_SFX(int64_t n, const REAL *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const REAL *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const REAL *M, int64_t dt, const REAL *Wp, int64_t mt,
+                              double beta, REAL *acc, int64_t asz, int64_t ask) {
+    if (mt % NR != 0 || dt > FO_ROWS) return 2;
     const int64_t zb = FO_ROWS / dt;            /* samples per row block */
     const int64_t rows_max = zb * dt, rows_pad = (rows_max + 5) / 6 * 6;
     const int64_t fo_ub = mq >= FO_KC / FO_UB ? FO_UB : FO_KC / mq;  /* values of u per slice: ~FO_KC columns */
-    const int64_t kc_max = fo_ub * mq, K = mp * mq, nct = mt / 16;
+    const int64_t kc_max = fo_ub * mq, K = mp * mq, nct = mt / NR;
     /* scratch: Qt [zb][dq][mq], Rf [zb][dt][dq][mp], Pt [dp][mp], A [rows_pad][kc_max], C [rows_pad][mt] */
     const size_t need = (size_t)(zb * dq * mq + zb * dt * dq * mp + dp * mp + rows_pad * kc_max + rows_pad * mt + 64);
-    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    REAL *buf = (REAL *)aligned_alloc(64, sizeof(REAL) * ((need + 15) / 16 * 16));
     if (!buf) return 1;
-    float *Qt = buf, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * dt * dq * mp;
-    float *A = Pt + dp * mp, *C = A + rows_pad * kc_max;
-    memset(A, 0, sizeof(float) * (size_t)(rows_pad * kc_max));  /* padding rows stay zero */
+    REAL *Qt = buf, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * dt * dq * mp;
+    REAL *A = Pt + dp * mp, *C = A + rows_pad * kc_max;
+    memset(A, 0, sizeof(REAL) * (size_t)(rows_pad * kc_max));  /* padding rows stay zero */
     for (int64_t z0 = 0; z0 < n; z0 += zb) {
         const int64_t nb = n - z0 < zb ? n - z0 : zb, rows = nb * dt, ntile = (rows + 5) / 6;
         for (int64_t s = 0; s < nb; s++) {
-            const float *Qz = Q + (z0 + s) * qsz;
-            float *qt = Qt + s * dq * mq;
+            const REAL *Qz = Q + (z0 + s) * qsz;
+            REAL *qt = Qt + s * dq * mq;
             for (int64_t j = 0; j < dq; j++)
                 for (int64_t v = 0; v < mq; v++) qt[j * mq + v] = Qz[v * qsu + j * qsi];
-            contract_cols_f32(P + (z0 + s) * psz, psu, psi, mp, dp, M, dt * dq, Pt, Rf + s * dt * dq * mp);
+            contract_cols_SFX(P + (z0 + s) * psz, psu, psi, mp, dp, M, dt * dq, Pt, Rf + s * dt * dq * mp);
         }
         if (rows < rows_max)  /* a short last block: clear the rows its tiles read but do not fill */
-            memset(A + rows * kc_max, 0, sizeof(float) * (size_t)((rows_pad - rows) * kc_max));
+            memset(A + rows * kc_max, 0, sizeof(REAL) * (size_t)((rows_pad - rows) * kc_max));
         for (int64_t u0 = 0; u0 < mp; u0 += fo_ub) {
             const int64_t ub = mp - u0 < fo_ub ? mp - u0 : fo_ub, kc = ub * mq;
             for (int64_t r = 0; r < rows; r++) {  /* A[r][(u - u0) mq + v] = T[z, k, u, v], r = (z, k) */
                 const int64_t s = r / dt, k = r % dt;
-                const float *qt = Qt + s * dq * mq, *rf = Rf + (s * dt + k) * dq * mp;
-                float *restrict a = A + r * kc_max;
-                for (int64_t u = 0; u < ub; u++) t_row_f32(a + u * mq, rf + u0 + u, mp, qt, mq, dq);
+                const REAL *qt = Qt + s * dq * mq, *rf = Rf + (s * dt + k) * dq * mp;
+                REAL *restrict a = A + r * kc_max;
+                for (int64_t u = 0; u < ub; u++) t_row_SFX(a + u * mq, rf + u0 + u, mp, qt, mq, dq);
             }
             for (int64_t t = 0; t < ntile; t++) {
-                const float *ap[6];
+                const REAL *ap[6];
                 for (int r = 0; r < 6; r++) ap[r] = A + (t * 6 + r) * kc_max;
                 for (int64_t ct = 0; ct < nct; ct++)
-                    fo_tile(kc, ap, Wp + (ct * K + u0 * mq) * 16, C + t * 6 * mt + ct * 16, mt, u0 == 0);
+                    fo_tile_SFX(kc, ap, Wp + (ct * K + u0 * mq) * NR, C + t * 6 * mt + ct * NR, mt, u0 == 0);
             }
         }
         for (int64_t r = 0; r < rows; r++) {
             const int64_t s = r / dt, k = r % dt;
-            float *restrict o = acc + (z0 + s) * asz + k * ask;
-            const float *restrict c = C + r * mt;
+            REAL *restrict o = acc + (z0 + s) * asz + k * ask;
+            const REAL *restrict c = C + r * mt;
             if (beta == 0.0) {
-                memcpy(o, c, sizeof(float) * (size_t)mt);
+                memcpy(o, c, sizeof(REAL) * (size_t)mt);
             } else {
-                const float b = (float)beta;
+                const REAL b = (REAL)beta;
 #pragma omp simd
                 for (int64_t w = 0; w < mt; w++) o[w] = b * o[w] + c[w];
             }
@@ -412,116 +437,115 @@ int euclidnet_uvw_fused_outer(int64_t n, const float *P, int64_t psz, int64_t ps
     free(buf);
     return 0;
 }
-"""
-    + r"""
-/* ---- fused 'first' order (float32, AVX2/FMA): Y[(z, i), (v, w)] = sum_u P[z, u, i] W[u, (v, w)] computed
-   16 columns at a time in registers (6-row tiles of whole samples: rows (z, i)) and contracted there:
+
+/* ---- fused 'first' order (AVX2/FMA): Y[(z, i), (v, w)] = sum_u P[z, u, i] W[u, (v, w)] computed
+   NR columns at a time in registers (6-row tiles of whole samples: rows (z, i)) and contracted there:
      acc_t[z, k, w] (beta_t)+= sum_(i, v) R1[z, k, i, v] Y[z, i, v, w],  R1[z, k, i, v] = sum_j M1[k, i, j] Qs[z, v, j]
      acc_q[z, k, v] (beta_q)+= sum_(i, w) R2[z, i, k, w] Y[z, i, v, w],  R2[z, i, k, w] = sum_j M2[i, k, j] Ts[z, w, j]
-   (the second only when M2 is given). Wp: W packed as [mq mt / 16][mp][16]. Y never goes to memory. */
+   (the second only when M2 is given). Wp: W packed as [mq mt / NR][mp][NR]. Y never goes to memory. */
+#ifndef FF_TILES
 #define FF_TILES 4
+#endif
 
-static inline __attribute__((always_inline)) void ff_tile(
-        const int SPT, const int DP, int64_t mp, const float *A, const float *B, int64_t ns, int64_t dt, int64_t dq,
-        int64_t mq, int64_t mt, int64_t v, int64_t w0, const float *R1, int64_t r1s, const float *R2, int64_t r2s,
-        float *acc_t, int64_t atz, int64_t atk, float *acc_q, int64_t aqz, int64_t aqk) {
+static inline __attribute__((always_inline)) void ff_tile_SFX(
+        const int SPT, const int DP, int64_t mp, const REAL *A, const REAL *B, int64_t ns, int64_t dt, int64_t dq,
+        int64_t mq, int64_t mt, int64_t v, int64_t w0, const REAL *R1, int64_t r1s, const REAL *R2, int64_t r2s,
+        REAL *acc_t, int64_t atz, int64_t atk, REAL *acc_q, int64_t aqz, int64_t aqk) {
     /* SPT samples of DP rows each: every index into c is a constant once the loops over s, i, r are unrolled,
        so the tile stays in registers */
-    __m256 c[6][2];
+    VEC c[6][2];
 #pragma GCC unroll 6
-    for (int r = 0; r < SPT * DP; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int r = 0; r < SPT * DP; r++) c[r][0] = c[r][1] = VZERO();
     for (int64_t u = 0; u < mp; u++) {
-        const __m256 b0 = _mm256_loadu_ps(B + 16 * u), b1 = _mm256_loadu_ps(B + 16 * u + 8);
+        const VEC b0 = VLOAD(B + NR * u), b1 = VLOAD(B + NR * u + VL);
 #pragma GCC unroll 6
         for (int r = 0; r < SPT * DP; r++) {
-            const __m256 x = _mm256_broadcast_ss(A + r * mp + u);
-            c[r][0] = _mm256_fmadd_ps(x, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(x, b1, c[r][1]);
+            const VEC x = VBCAST(A + r * mp + u);
+            c[r][0] = VFMA(x, b0, c[r][0]);
+            c[r][1] = VFMA(x, b1, c[r][1]);
         }
     }
 #pragma GCC unroll 6
     for (int s = 0; s < SPT; s++) {  /* the samples of this tile: rows s DP + i */
         if (s < ns) {
-            const float *r1 = R1 + s * r1s;
+            const REAL *r1 = R1 + s * r1s;
             for (int64_t k = 0; k < dt; k++) {
-                __m256 y0 = _mm256_setzero_ps(), y1 = y0;
+                VEC y0 = VZERO(), y1 = y0;
 #pragma GCC unroll 5
                 for (int i = 0; i < DP; i++) {
-                    const __m256 x = _mm256_broadcast_ss(r1 + (k * DP + i) * mq + v);
-                    y0 = _mm256_fmadd_ps(x, c[s * DP + i][0], y0);
-                    y1 = _mm256_fmadd_ps(x, c[s * DP + i][1], y1);
+                    const VEC x = VBCAST(r1 + (k * DP + i) * mq + v);
+                    y0 = VFMA(x, c[s * DP + i][0], y0);
+                    y1 = VFMA(x, c[s * DP + i][1], y1);
                 }
-                float *o = acc_t + s * atz + k * atk + w0;
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), y0));
-                _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), y1));
+                REAL *o = acc_t + s * atz + k * atk + w0;
+                VSTORE(o, VADD(VLOAD(o), y0));
+                VSTORE(o + VL, VADD(VLOAD(o + VL), y1));
             }
             if (R2) {
-                const float *r2 = R2 + s * r2s;
+                const REAL *r2 = R2 + s * r2s;
                 for (int64_t k = 0; k < dq; k++) {
-                    __m256 y = _mm256_setzero_ps();
+                    VEC y = VZERO();
 #pragma GCC unroll 5
                     for (int i = 0; i < DP; i++) {
-                        const float *rr = r2 + (i * dq + k) * mt + w0;
-                        y = _mm256_fmadd_ps(_mm256_loadu_ps(rr), c[s * DP + i][0], y);
-                        y = _mm256_fmadd_ps(_mm256_loadu_ps(rr + 8), c[s * DP + i][1], y);
+                        const REAL *rr = r2 + (i * dq + k) * mt + w0;
+                        y = VFMA(VLOAD(rr), c[s * DP + i][0], y);
+                        y = VFMA(VLOAD(rr + VL), c[s * DP + i][1], y);
                     }
-                    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
-                    const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                    acc_q[s * aqz + k * aqk + v] += _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1)));
+                    acc_q[s * aqz + k * aqk + v] += VHSUM(y);
                 }
             }
         }
     }
 }
 
-static void ff_scale(float *a, int64_t nb, int64_t asz, int64_t ask, int64_t d, int64_t m, double beta) {
+static void ff_scale_SFX(REAL *a, int64_t nb, int64_t asz, int64_t ask, int64_t d, int64_t m, double beta) {
     for (int64_t s = 0; s < nb; s++)
         for (int64_t k = 0; k < d; k++) {
-            float *o = a + s * asz + k * ask;
-            if (beta == 0.0) memset(o, 0, sizeof(float) * (size_t)m);
+            REAL *o = a + s * asz + k * ask;
+            if (beta == 0.0) memset(o, 0, sizeof(REAL) * (size_t)m);
             else if (beta != 1.0)
-                for (int64_t x = 0; x < m; x++) o[x] *= (float)beta;
+                for (int64_t x = 0; x < m; x++) o[x] *= (REAL)beta;
         }
 }
 
-int euclidnet_uvw_fused_first(int64_t n, const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
-                              const float *Qs, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
-                              const float *Ts, int64_t tsz, int64_t tsu, int64_t tsi, int64_t mt, int64_t dt,
-                              const float *M1, const float *M2, const float *Wp,
-                              double beta_t, float *acc_t, int64_t atz, int64_t atk,
-                              double beta_q, float *acc_q, int64_t aqz, int64_t aqk) {
-    if (mt % 16 != 0 || !(dp == 1 || dp == 3 || dp == 5)) return 2;
-    const int64_t spt = dp == 1 ? 6 : 6 / dp, zb = spt * FF_TILES, nwt = mt / 16;
+int euclidnet_uvw_fused_first_SFX(int64_t n, const REAL *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const REAL *Qs, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const REAL *Ts, int64_t tsz, int64_t tsu, int64_t tsi, int64_t mt, int64_t dt,
+                              const REAL *M1, const REAL *M2, const REAL *Wp,
+                              double beta_t, REAL *acc_t, int64_t atz, int64_t atk,
+                              double beta_q, REAL *acc_q, int64_t aqz, int64_t aqk) {
+    if (mt % NR != 0 || !(dp == 1 || dp == 3 || dp == 5)) return 2;
+    const int64_t spt = dp == 1 ? 6 : 6 / dp, zb = spt * FF_TILES, nwt = mt / NR;
     const int64_t r1s = dt * dp * mq, r2s = dp * dq * mt;
     const int64_t dmax = dq > dt ? dq : dt, mmax = mq > mt ? mq : mt;
     const size_t need = (size_t)(zb * dp * mp + 6 * mp + zb * r1s + (M2 ? zb * r2s : 0) + dmax * mmax + 64);
-    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    REAL *buf = (REAL *)aligned_alloc(64, sizeof(REAL) * ((need + 15) / 16 * 16));
     if (!buf) return 1;
-    float *A = buf, *R1 = A + (zb * dp + 6) * mp, *R2 = R1 + zb * r1s, *X = R2 + (M2 ? zb * r2s : 0);
+    REAL *A = buf, *R1 = A + (zb * dp + 6) * mp, *R2 = R1 + zb * r1s, *X = R2 + (M2 ? zb * r2s : 0);
     for (int64_t z0 = 0; z0 < n; z0 += zb) {
         const int64_t nb = n - z0 < zb ? n - z0 : zb;
-        memset(A, 0, sizeof(float) * (size_t)((zb * dp + 6) * mp));  /* rows past the last sample stay zero */
+        memset(A, 0, sizeof(REAL) * (size_t)((zb * dp + 6) * mp));  /* rows past the last sample stay zero */
         for (int64_t s = 0; s < nb; s++) {
-            const float *Pz = P + (z0 + s) * psz;
+            const REAL *Pz = P + (z0 + s) * psz;
             for (int64_t i = 0; i < dp; i++)
                 for (int64_t u = 0; u < mp; u++) A[(s * dp + i) * mp + u] = Pz[u * psu + i * psi];
-            contract_cols_f32(Qs + (z0 + s) * qsz, qsu, qsi, mq, dq, M1, dt * dp, X, R1 + s * r1s);
-            if (M2) contract_cols_f32(Ts + (z0 + s) * tsz, tsu, tsi, mt, dt, M2, dp * dq, X, R2 + s * r2s);
+            contract_cols_SFX(Qs + (z0 + s) * qsz, qsu, qsi, mq, dq, M1, dt * dp, X, R1 + s * r1s);
+            if (M2) contract_cols_SFX(Ts + (z0 + s) * tsz, tsu, tsi, mt, dt, M2, dp * dq, X, R2 + s * r2s);
         }
-        float *at = acc_t + z0 * atz, *aq = M2 ? acc_q + z0 * aqz : NULL;
-        ff_scale(at, nb, atz, atk, dt, mt, beta_t);
-        if (M2) ff_scale(aq, nb, aqz, aqk, dq, mq, beta_q);
+        REAL *at = acc_t + z0 * atz, *aq = M2 ? acc_q + z0 * aqz : NULL;
+        ff_scale_SFX(at, nb, atz, atk, dt, mt, beta_t);
+        if (M2) ff_scale_SFX(aq, nb, aqz, aqk, dq, mq, beta_q);
         for (int64_t ct = 0; ct < mq * nwt; ct++) {
-            const int64_t v = ct / nwt, w0 = (ct % nwt) * 16;
-            const float *B = Wp + ct * mp * 16;
+            const int64_t v = ct / nwt, w0 = (ct % nwt) * NR;
+            const REAL *B = Wp + ct * mp * NR;
             for (int64_t s0 = 0; s0 < nb; s0 += spt) {
                 const int64_t ns = nb - s0 < spt ? nb - s0 : spt;
-                const float *As = A + s0 * dp * mp;
-                const float *r1 = R1 + s0 * r1s, *r2 = M2 ? R2 + s0 * r2s : NULL;
-                float *ot = at + s0 * atz, *oq = M2 ? aq + s0 * aqz : NULL;
-                if (dp == 1) ff_tile(6, 1, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
-                else if (dp == 3) ff_tile(2, 3, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
-                else ff_tile(1, 5, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+                const REAL *As = A + s0 * dp * mp;
+                const REAL *r1 = R1 + s0 * r1s, *r2 = M2 ? R2 + s0 * r2s : NULL;
+                REAL *ot = at + s0 * atz, *oq = M2 ? aq + s0 * aqz : NULL;
+                if (dp == 1) ff_tile_SFX(6, 1, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+                else if (dp == 3) ff_tile_SFX(2, 3, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
+                else ff_tile_SFX(1, 5, mp, As, B, ns, dt, dq, mq, mt, v, w0, r1, r1s, r2, r2s, ot, atz, atk, oq, aqz, aqk);
             }
         }
     }
@@ -529,83 +553,87 @@ int euclidnet_uvw_fused_first(int64_t n, const float *P, int64_t psz, int64_t ps
     return 0;
 }
 
-/* ---- fused weight gradient (float32, AVX2/FMA): G[u, (a, b)] += sum_(z, k) S[z, u, k] T[z, k, a, b],
+/* ---- fused weight gradient (AVX2/FMA): G[u, (a, b)] += sum_(z, k) S[z, u, k] T[z, k, a, b],
    T[z, k, a, b] = sum_(i, j) M[k, j, i] P[z, a, i] Q[z, b, j] generated in cache block by block: rows (z, k) in
-   blocks of about FW_ROWS, columns in slices of FW_COLS (whole values of a), packed as [16-column tile][row][16];
-   register tiles of up to 6 rows u of G by 16 columns. G: [ms][mp mq] with row stride ldg. */
+   blocks of about FW_ROWS, columns in slices of FW_COLS (whole values of a), packed as [NR-column tile][row][NR];
+   register tiles of up to 6 rows u of G by NR columns. G: [ms][mp mq] with row stride ldg. */
+#ifndef FW_ROWS
 #define FW_ROWS 384
+#endif
+#ifndef FW_COLS
 #define FW_COLS 256
+#endif
 
-static inline __attribute__((always_inline)) void fw_tile(const int MR, int64_t kr, const float *St, int64_t lds,
-                                                          const float *B, float *G, int64_t ldg) {
-    __m256 c[6][2];
+static inline __attribute__((always_inline)) void fw_tile_SFX(const int MR, int64_t kr, const REAL *St, int64_t lds,
+                                                          const REAL *B, REAL *G, int64_t ldg) {
+    VEC c[6][2];
     for (int r = 0; r < MR; r++) {
-        c[r][0] = _mm256_loadu_ps(G + r * ldg);
-        c[r][1] = _mm256_loadu_ps(G + r * ldg + 8);
+        c[r][0] = VLOAD(G + r * ldg);
+        c[r][1] = VLOAD(G + r * ldg + VL);
     }
     for (int64_t k = 0; k < kr; k++) {
-        const __m256 b0 = _mm256_loadu_ps(B + 16 * k), b1 = _mm256_loadu_ps(B + 16 * k + 8);
-        const float *a = St + k * lds;
+        const VEC b0 = VLOAD(B + NR * k), b1 = VLOAD(B + NR * k + VL);
+        const REAL *a = St + k * lds;
         for (int r = 0; r < MR; r++) {
-            const __m256 x = _mm256_broadcast_ss(a + r);
-            c[r][0] = _mm256_fmadd_ps(x, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(x, b1, c[r][1]);
+            const VEC x = VBCAST(a + r);
+            c[r][0] = VFMA(x, b0, c[r][0]);
+            c[r][1] = VFMA(x, b1, c[r][1]);
         }
     }
     for (int r = 0; r < MR; r++) {
-        _mm256_storeu_ps(G + r * ldg, c[r][0]);
-        _mm256_storeu_ps(G + r * ldg + 8, c[r][1]);
+        VSTORE(G + r * ldg, c[r][0]);
+        VSTORE(G + r * ldg + VL, c[r][1]);
     }
 }
 
-int euclidnet_uvw_fused_wgrad(int64_t n, const float *S, int64_t ssz, int64_t ssu, int64_t ssi, int64_t ms, int64_t ds,
-                              const float *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
-                              const float *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
-                              const float *M, float *G, int64_t ldg) {
-    if (mq % 16 != 0 || ds > FW_ROWS) return 2;
+int euclidnet_uvw_fused_wgrad_SFX(int64_t n, const REAL *S, int64_t ssz, int64_t ssu, int64_t ssi, int64_t ms, int64_t ds,
+                              const REAL *P, int64_t psz, int64_t psu, int64_t psi, int64_t mp, int64_t dp,
+                              const REAL *Q, int64_t qsz, int64_t qsu, int64_t qsi, int64_t mq, int64_t dq,
+                              const REAL *M, REAL *G, int64_t ldg) {
+    if (mq % NR != 0 || ds > FW_ROWS) return 2;
     const int64_t zb = FW_ROWS / ds, rows_max = zb * ds;
     const int64_t ua = mq >= FW_COLS ? 1 : FW_COLS / mq;  /* values of a per column slice */
-    const int64_t ntq = mq / 16;                          /* 16-column tiles per value of a */
+    const int64_t ntq = mq / NR;                          /* NR-column tiles per value of a */
     const int64_t lds = ms + 8;
     const size_t need = (size_t)(zb * dq * mq + zb * ds * dq * mp + dp * mp + rows_max * lds + ua * mq * rows_max + 64);
-    float *buf = (float *)aligned_alloc(64, sizeof(float) * ((need + 15) / 16 * 16));
+    REAL *buf = (REAL *)aligned_alloc(64, sizeof(REAL) * ((need + 15) / 16 * 16));
     if (!buf) return 1;
-    float *Tp = buf, *Qt = Tp + ua * mq * rows_max, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * ds * dq * mp;
-    float *St = Pt + dp * mp;
+    REAL *Tp = buf, *Qt = Tp + ua * mq * rows_max, *Rf = Qt + zb * dq * mq, *Pt = Rf + zb * ds * dq * mp;
+    REAL *St = Pt + dp * mp;
     for (int64_t z0 = 0; z0 < n; z0 += zb) {
         const int64_t nb = n - z0 < zb ? n - z0 : zb, rows = nb * ds;
         for (int64_t s = 0; s < nb; s++) {
-            const float *Qz = Q + (z0 + s) * qsz, *Sz = S + (z0 + s) * ssz;
-            float *qt = Qt + s * dq * mq;
+            const REAL *Qz = Q + (z0 + s) * qsz, *Sz = S + (z0 + s) * ssz;
+            REAL *qt = Qt + s * dq * mq;
             for (int64_t j = 0; j < dq; j++)
                 for (int64_t v = 0; v < mq; v++) qt[j * mq + v] = Qz[v * qsu + j * qsi];
-            contract_cols_f32(P + (z0 + s) * psz, psu, psi, mp, dp, M, ds * dq, Pt, Rf + s * ds * dq * mp);
+            contract_cols_SFX(P + (z0 + s) * psz, psu, psi, mp, dp, M, ds * dq, Pt, Rf + s * ds * dq * mp);
             for (int64_t k = 0; k < ds; k++)
                 for (int64_t u = 0; u < ms; u++) St[(s * ds + k) * lds + u] = Sz[u * ssu + k * ssi];
         }
         for (int64_t a0 = 0; a0 < mp; a0 += ua) {
             const int64_t na = mp - a0 < ua ? mp - a0 : ua;
-            for (int64_t r = 0; r < rows; r++) {  /* Tp[(a - a0) ntq + tile][r][16] = T[z, k, a, b], r = (z, k) */
+            for (int64_t r = 0; r < rows; r++) {  /* Tp[(a - a0) ntq + tile][r][NR] = T[z, k, a, b], r = (z, k) */
                 const int64_t s = r / ds, k = r % ds;
-                const float *qt = Qt + s * dq * mq, *rf = Rf + (s * ds + k) * dq * mp;
+                const REAL *qt = Qt + s * dq * mq, *rf = Rf + (s * ds + k) * dq * mp;
                 for (int64_t a = 0; a < na; a++) {
-                    float row[mq] __attribute__((aligned(32)));
-                    t_row_f32(row, rf + a0 + a, mp, qt, mq, dq);
+                    REAL row[mq] __attribute__((aligned(32)));
+                    t_row_SFX(row, rf + a0 + a, mp, qt, mq, dq);
                     for (int64_t t = 0; t < ntq; t++)
-                        memcpy(Tp + ((a * ntq + t) * rows + r) * 16, row + 16 * t, 16 * sizeof(float));
+                        memcpy(Tp + ((a * ntq + t) * rows + r) * NR, row + NR * t, NR * sizeof(REAL));
                 }
             }
             for (int64_t t = 0; t < na * ntq; t++) {
-                const float *B = Tp + t * rows * 16;
-                float *Gt = G + a0 * mq + t * 16;
+                const REAL *B = Tp + t * rows * NR;
+                REAL *Gt = G + a0 * mq + t * NR;
                 int64_t u = 0;
-                for (; u + 6 <= ms; u += 6) fw_tile(6, rows, St + u, lds, B, Gt + u * ldg, ldg);
+                for (; u + 6 <= ms; u += 6) fw_tile_SFX(6, rows, St + u, lds, B, Gt + u * ldg, ldg);
                 switch (ms - u) {
-                    case 5: fw_tile(5, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
-                    case 4: fw_tile(4, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
-                    case 3: fw_tile(3, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
-                    case 2: fw_tile(2, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
-                    case 1: fw_tile(1, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 5: fw_tile_SFX(5, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 4: fw_tile_SFX(4, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 3: fw_tile_SFX(3, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 2: fw_tile_SFX(2, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
+                    case 1: fw_tile_SFX(1, rows, St + u, lds, B, Gt + u * ldg, ldg); break;
                     default: break;
                 }
             }
@@ -615,15 +643,33 @@ int euclidnet_uvw_fused_wgrad(int64_t n, const float *S, int64_t ssz, int64_t ss
     return 0;
 }
 """
-    + "#endif\n"
-)
+
+_VECTOR_TYPES = {
+    "f32": {"REAL": "float", "VEC": "__m256", "VL": "8", "NR": "16", "VZERO": "_mm256_setzero_ps",
+            "VLOAD": "_mm256_loadu_ps", "VSTORE": "_mm256_storeu_ps", "VBCAST": "_mm256_broadcast_ss",
+            "VFMA": "_mm256_fmadd_ps", "VADD": "_mm256_add_ps", "VHSUM": "hsum_f32"},
+    "f64": {"REAL": "double", "VEC": "__m256d", "VL": "4", "NR": "8", "VZERO": "_mm256_setzero_pd",
+            "VLOAD": "_mm256_loadu_pd", "VSTORE": "_mm256_storeu_pd", "VBCAST": "_mm256_broadcast_sd",
+            "VFMA": "_mm256_fmadd_pd", "VADD": "_mm256_add_pd", "VHSUM": "hsum_f64"},
+}  # fmt: skip
+
+
+def _fused_source() -> str:
+    parts = ["#if UVW_FUSED\n"]
+    for sfx, names in _VECTOR_TYPES.items():
+        text = _FUSED_TEMPLATE.replace("SFX", sfx)
+        for name, value in names.items():
+            text = re.sub(rf"\b{name}\b", value, text)
+        parts.append(text)
+    parts.append("#endif\n")
+    return "".join(parts)
 
 
 def _source() -> str:
     head = "#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n" + _AVX
     body = "".join(_BODY.replace("REAL", real).replace("SFX", sfx) for real, sfx in (("float", "f32"), ("double", "f64")))
-    has = "int euclidnet_uvw_has_fused(void) { return UVW_AVX_f32; }\n"
-    return head + body + _FUSED + has
+    has = "int euclidnet_uvw_has_fused(void) { return UVW_FUSED; }\n"
+    return head + body + _fused_source() + has
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -641,15 +687,16 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.euclidnet_uvw_has_fused.argtypes = []
     lib.euclidnet_uvw_has_fused.restype = ctypes.c_int
     if lib.euclidnet_uvw_has_fused():
-        f = lib.euclidnet_uvw_fused_outer
-        f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, dbl, ptr, i64, i64]
-        f.restype = ctypes.c_int
-        f = lib.euclidnet_uvw_fused_first
-        f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, ptr, dbl, ptr, i64, i64, dbl, ptr, i64, i64]
-        f.restype = ctypes.c_int
-        f = lib.euclidnet_uvw_fused_wgrad
-        f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, i64]
-        f.restype = ctypes.c_int
+        for sfx in ("f32", "f64"):
+            f = getattr(lib, f"euclidnet_uvw_fused_outer_{sfx}")
+            f.argtypes = [i64, ptr, i64, i64, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, ptr, i64, dbl, ptr, i64, i64]
+            f.restype = ctypes.c_int
+            f = getattr(lib, f"euclidnet_uvw_fused_first_{sfx}")
+            f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, ptr, dbl, ptr, i64, i64, dbl, ptr, i64, i64]
+            f.restype = ctypes.c_int
+            f = getattr(lib, f"euclidnet_uvw_fused_wgrad_{sfx}")
+            f.argtypes = [i64] + [ptr, i64, i64, i64, i64, i64] * 3 + [ptr, ptr, i64]
+            f.restype = ctypes.c_int
 
 
 _LIBRARY = LazyLibrary("euclidnet_uvw_small", _source, _declare)
@@ -666,51 +713,50 @@ def small_kernel_error() -> str | None:
     return _LIBRARY.error
 
 
+#: Columns of the fused kernels' register tiles (two AVX vectors); output multiplicities must be multiples.
+FUSED_COLUMNS = {torch.float32: 16, torch.float64: 8}
+
+
 def fused_available() -> bool:
-    """Whether the fused GEMM kernels (float32, AVX2/FMA builds only) can be used."""
+    """Whether the fused GEMM kernels (float32 and float64, AVX2/FMA builds only) can be used."""
     lib = _LIBRARY.get()
     return lib is not None and bool(lib.euclidnet_uvw_has_fused())
 
 
 def pack_weights(W: torch.Tensor) -> torch.Tensor:
-    """``W [K, mt]`` (``mt`` a multiple of 16) as the panels ``[mt / 16, K, 16]`` the fused kernels read."""
+    """``W [K, mt]`` (``mt`` a multiple of ``nr = FUSED_COLUMNS[W.dtype]``) as the panels ``[mt / nr, K, nr]`` the
+    fused kernels read."""
     K, mt = W.shape
-    out = torch.empty(mt // 16, K, 16, dtype=W.dtype)  # a fresh buffer (contiguous() may return a view)
-    out.copy_(W.reshape(K, mt // 16, 16).transpose(0, 1))
+    nr = FUSED_COLUMNS[W.dtype]
+    out = torch.empty(mt // nr, K, nr, dtype=W.dtype)  # a fresh buffer (contiguous() may return a view)
+    out.copy_(W.reshape(K, mt // nr, nr).transpose(0, 1))
     return out
-
-
-def _float32(name: str, *tensors: torch.Tensor) -> None:
-    for t in tensors:
-        if t.dtype != torch.float32 or t.device.type != "cpu":
-            raise TypeError(f"{name}: expected float32 CPU tensors, got {t.dtype} on {t.device}")
 
 
 def fused_outer(
     P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, Wp: torch.Tensor, acc: torch.Tensor, beta: float
 ) -> None:
-    """``acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] W[(u, v), w]``, ``T`` as in :func:`outer` (float32).
+    """``acc[z, k, w] = beta acc + sum_(u, v) T[z, k, u, v] W[(u, v), w]``, ``T`` as in :func:`outer`.
 
     ``Wp = pack_weights(W)`` with ``W [mp mq, mt]``; ``acc [n, dt, mt]`` with unit last stride. ``T`` is formed a
-    few rows at a time in cache and multiplied there (6 x 16 register tiles), never written to memory.
+    few rows at a time in cache and multiplied there (6 x nr register tiles), never written to memory.
     """
     n, mp, dp = P.shape
     _, mq, dq = Q.shape
     dt = M.shape[0]
-    mt = Wp.shape[0] * 16
     if n == 0:
         return
-    _float32("fused_outer", P, Q, M, Wp, acc)
-    if Wp.shape[2] != 16 or acc.shape[2] != mt:
-        raise ValueError(f"fused_outer: packed weights {tuple(Wp.shape)} need mt a multiple of 16, acc {tuple(acc.shape)}")
-    lib = _LIBRARY.get()
-    assert lib is not None
-    rc = lib.euclidnet_uvw_fused_outer(
+    _operands("fused_outer", P, Q, M, Wp, acc)
+    nr = FUSED_COLUMNS[P.dtype]
+    mt = Wp.shape[0] * nr
+    if Wp.shape[2] != nr or acc.shape[2] != mt:
+        raise ValueError(f"fused_outer: packed weights {tuple(Wp.shape)} need mt a multiple of {nr}, acc {tuple(acc.shape)}")
+    rc = _fn("fused_outer", P.dtype)(
         n, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq, M.data_ptr(), dt,
         Wp.data_ptr(), mt, float(beta), acc.data_ptr(), acc.stride(0), acc.stride(1),
     )  # fmt: skip
     if rc == 2:
-        raise ValueError(f"fused_outer: needs mt a multiple of 16 and dt <= 24, got mt={mt}, dt={dt}")
+        raise ValueError(f"fused_outer: needs mt a multiple of {nr} and dt <= 24, got mt={mt}, dt={dt}")
     _check(rc, "fused_outer")
 
 
@@ -726,13 +772,13 @@ def fused_first(
     acc_q: torch.Tensor | None = None,
     beta_q: float = 0.0,
 ) -> None:
-    """The 'first' order with its contractions fused (float32): ``Y[z, i, v, w] = sum_u P[z, u, i] W[u, (v, w)]``
+    """The 'first' order with its contractions fused: ``Y[z, i, v, w] = sum_u P[z, u, i] W[u, (v, w)]``
     in registers, then ``acc_t[z, k, w] (beta_t)+= sum_(i, v) R1[z, k, i, v] Y[z, i, v, w]`` with ``R1 = sum_j M1[k, i,
     j] Qs[z, v, j]`` and, when ``M2`` is given, ``acc_q[z, k, v] (beta_q)+= sum_(i, w) R2[z, i, k, w] Y[z, i, v, w]``
     with ``R2 = sum_j M2[i, k, j] Ts[z, w, j]``.
 
     Shapes: ``P [n, mp, dp]`` (``dp`` 1, 3 or 5), ``Qs [n, mq, dq]``, ``Ts [n, mt, dt]`` (any strides),
-    ``M1 [dt, dp, dq]``, ``M2 [dp, dq, dt]``, ``Wp = pack_weights(W [mp, mq mt])`` (``mt`` a multiple of 16),
+    ``M1 [dt, dp, dq]``, ``M2 [dp, dq, dt]``, ``Wp = pack_weights(W [mp, mq mt])`` (``mt`` a multiple of ``FUSED_COLUMNS``),
     ``acc_t [n, dt, mt]``, ``acc_q [n, dq, mq]`` (unit last strides).
     """
     n, mp, dp = P.shape
@@ -742,24 +788,23 @@ def fused_first(
     if n == 0:
         return
     second = M2 is not None
-    _float32("fused_first", P, Qs, M1, Wp, acc_t, *((Ts, M2, acc_q) if second else ()))
-    lib = _LIBRARY.get()
-    assert lib is not None
+    _operands("fused_first", P, Qs, M1, Wp, acc_t, *((Ts, M2, acc_q) if second else ()))
     t = Ts if second else P
     q = acc_q if second else acc_t
-    rc = lib.euclidnet_uvw_fused_first(
+    rc = _fn("fused_first", P.dtype)(
         n, P.data_ptr(), *P.stride(), mp, dp, Qs.data_ptr(), *Qs.stride(), mq, dq, t.data_ptr(), *t.stride(), mt, dt,
         M1.data_ptr(), M2.data_ptr() if second else None, Wp.data_ptr(), float(beta_t), acc_t.data_ptr(),
         acc_t.stride(0), acc_t.stride(1), float(beta_q), q.data_ptr(), q.stride(0), q.stride(1),
     )  # fmt: skip
     if rc == 2:
-        raise ValueError(f"fused_first: needs mt a multiple of 16 and dp in (1, 3, 5), got mt={mt}, dp={dp}")
+        nr = FUSED_COLUMNS[P.dtype]
+        raise ValueError(f"fused_first: needs mt a multiple of {nr} and dp in (1, 3, 5), got mt={mt}, dp={dp}")
     _check(rc, "fused_first")
 
 
 def fused_wgrad(S: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, M: torch.Tensor, G: torch.Tensor) -> None:
     """``G[u, (a, b)] += sum_(z, k) S[z, u, k] T[z, k, a, b]``, ``T[z, k, a, b] = sum M[k, j, i] P[z, a, i] Q[z, b, j]``
-    (float32; ``Q``'s multiplicity a multiple of 16).
+    (``Q``'s multiplicity a multiple of ``FUSED_COLUMNS[dtype]``).
 
     Shapes: ``S [n, ms, ds]``, ``P [n, mp, dp]``, ``Q [n, mq, dq]`` (any strides), ``M [ds, dq, dp]`` contiguous,
     ``G [ms, mp mq]`` with unit column stride. ``T`` is formed in cache a block at a time, never in memory.
@@ -769,15 +814,16 @@ def fused_wgrad(S: torch.Tensor, P: torch.Tensor, Q: torch.Tensor, M: torch.Tens
     _, mq, dq = Q.shape
     if n == 0:
         return
-    _float32("fused_wgrad", S, P, Q, M, G)
-    lib = _LIBRARY.get()
-    assert lib is not None and G.stride(1) == 1
-    rc = lib.euclidnet_uvw_fused_wgrad(
+    _operands("fused_wgrad", S, P, Q, M, G)
+    if G.stride(1) != 1:
+        raise ValueError("fused_wgrad: G needs a unit column stride")
+    rc = _fn("fused_wgrad", S.dtype)(
         n, S.data_ptr(), *S.stride(), ms, ds, P.data_ptr(), *P.stride(), mp, dp, Q.data_ptr(), *Q.stride(), mq, dq,
         M.data_ptr(), G.data_ptr(), G.stride(0),
     )  # fmt: skip
     if rc == 2:
-        raise ValueError(f"fused_wgrad: needs mq a multiple of 16 and ds <= 96, got mq={mq}, ds={ds}")
+        nr = FUSED_COLUMNS[S.dtype]
+        raise ValueError(f"fused_wgrad: needs mq a multiple of {nr} and ds <= 96, got mq={mq}, ds={ds}")
     _check(rc, "fused_wgrad")
 
 

@@ -38,15 +38,16 @@ for the first-order backward (57 with three separate gradients).
 
 Execution (:mod:`euclidnet.kernels._uvw_small`, compiled C; each op falls back to the one below it):
 
-* float32 on an AVX2/FMA build, multiplicities of the GEMM's columns a multiple of 16: **fused kernels**. The
-  intermediate (``T`` of an outer or weight op, ``Y`` of a first or shared op) is never written to memory:
-  ``T`` is generated a block of rows at a time in cache and multiplied there, ``Y`` is computed 6 rows x 16
-  columns at a time in registers and contracted with ``C`` and the other operand on the spot; all with
-  6 x 16 AVX2 register tiles and the weights packed once per call. Written out, the intermediates cost more
-  than the GEMMs' arithmetic saves (they are ~6 MB per piece and stream through L3 twice, plus MKL's own
-  packing of them).
-* float32/float64 otherwise: the GEMMs by torch (MKL), the per-sample contractions around them (forming
-  ``T``, contracting ``Y``) by small C kernels, one pass each with the operands read in place.
+* float32 and float64 on an AVX2/FMA build, when the GEMM's column multiplicity is a multiple of 16 (float32)
+  or 8 (float64): **fused kernels**. The intermediate (``T`` of an outer or weight op, ``Y`` of a first or
+  shared op) is never written to memory: ``T`` is generated a block of rows at a time in cache and multiplied
+  there, ``Y`` is computed 6 rows x 2 vectors at a time in registers and contracted with ``C`` and the other
+  operand on the spot; the weights are packed once per call. Written out, the intermediates cost more than
+  the GEMMs' arithmetic saves (they are ~6 MB per piece and stream through L3 twice, plus MKL's own packing
+  of them).
+* otherwise (no AVX2/FMA, other multiplicities): the GEMMs by torch (MKL), the per-sample contractions
+  around them (forming ``T``, contracting ``Y``) by small C kernels, one pass each with the operands read in
+  place.
 * no working C compiler: the same in torch ops (batched small GEMMs and transposing copies).
 
 Chunks: the samples are processed a chunk at a time, each path in pieces whose largest intermediate would be
@@ -245,7 +246,7 @@ class _Workspace:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.use_c = False  # the compiled small contractions (set per call by UVWSharedPlan._run)
-        self.fused = False  # the fused float32 GEMMs (ditto)
+        self.fused = False  # the fused GEMMs (ditto)
         self.bufs: dict[str, torch.Tensor] = {}
         self.views: dict[tuple[Any, ...], torch.Tensor] = {}  # (name, *shape) -> view: no op per chunk
 
@@ -595,11 +596,11 @@ class UVWSharedPlan:
         outers: dict[int, tuple[torch.Tensor, float]] = {}
         for op, beta_op in zip(ops, betas):
             t, p, q = op.t, op.p, op.q
-            if ws.fused and self._fused_outer(pp, op):  # T formed in cache, never in memory
+            if ws.fused and self._fused_outer(pp, op, ws.dtype):  # T formed in cache, never in memory
                 M = self._coef(pp, t, q, p, ws.dtype)
                 _uvw_small.fused_outer(blocks[p], blocks[q], M, Wv[(pp.index, p, q, t)], acc[t], beta_op[0])
                 continue
-            if ws.fused and self._fused_weight(pp, op) and t not in outers:  # T formed in cache (unless formed)
+            if ws.fused and self._fused_weight(pp, op, ws.dtype) and t not in outers:  # T generated in cache
                 M = self._coef(pp, t, q, p, ws.dtype)
                 _uvw_small.fused_wgrad(blocks[t], blocks[p], blocks[q], M, gbuf[(pp.index, t)])
                 continue
@@ -616,7 +617,7 @@ class UVWSharedPlan:
                     gbuf[(pp.index, t)].addmm_(self._rows(blocks[t], ws, "S").t(), T2, alpha=alpha)
                 continue
             # first / shared: Y[z, i_p, u_q, u_t] = sum_(u_p) P[z, u_p, i_p] W[u_p, u_q, u_t]
-            if ws.fused and self._fused_first(pp, op):  # Y formed and contracted in registers
+            if ws.fused and self._fused_first(pp, op, ws.dtype):  # Y formed and contracted in registers
                 M1, Wp = self._coef(pp, t, p, q, ws.dtype), Wv[(pp.index, p, q, t)]
                 if op.kind == "shared":
                     M2 = self._coef(pp, p, q, t, ws.dtype)
@@ -674,29 +675,30 @@ class UVWSharedPlan:
                 Wabc = Wp.permute(_AXIS[a], _AXIS[b], _AXIS[c])
                 if op.kind == "outer":
                     out[key] = Wabc.reshape(pp.mul[a] * pp.mul[b], pp.mul[c])
-                    if fused and self._fused_outer(pp, op):
+                    if fused and self._fused_outer(pp, op, W.dtype):
                         out[key] = _uvw_small.pack_weights(out[key])
                 else:
                     out[key] = Wabc.reshape(pp.mul[a], pp.mul[b] * pp.mul[c])
-                    if fused and self._fused_first(pp, op):
+                    if fused and self._fused_first(pp, op, W.dtype):
                         out[key] = _uvw_small.pack_weights(out[key])
         return out
 
     @staticmethod
-    def _fused_outer(pp: _Path, op: _Op) -> bool:
+    def _fused_outer(pp: _Path, op: _Op, dtype: torch.dtype) -> bool:
         """Whether the fused kernel runs ``op`` (an outer op) when fused kernels are on."""
-        return op.kind == "outer" and pp.mul[op.t] % 16 == 0 and pp.d[op.t] <= 24 and pp.mul[op.p] * pp.mul[op.q] >= 64
+        m, nr = pp.mul, _uvw_small.FUSED_COLUMNS[dtype]
+        return op.kind == "outer" and m[op.t] % nr == 0 and pp.d[op.t] <= 24 and m[op.p] * m[op.q] >= 64
 
     @staticmethod
-    def _fused_weight(pp: _Path, op: _Op) -> bool:
+    def _fused_weight(pp: _Path, op: _Op, dtype: torch.dtype) -> bool:
         """Whether the fused kernel runs ``op`` (a weight op) when fused kernels are on."""
-        return op.kind == "weight" and pp.mul[op.q] % 16 == 0 and pp.d[op.t] <= 96
+        return op.kind == "weight" and pp.mul[op.q] % _uvw_small.FUSED_COLUMNS[dtype] == 0 and pp.d[op.t] <= 96
 
     @staticmethod
-    def _fused_first(pp: _Path, op: _Op) -> bool:
+    def _fused_first(pp: _Path, op: _Op, dtype: torch.dtype) -> bool:
         """Whether the fused kernel runs ``op`` (a first or shared op) when fused kernels are on."""
-        m = pp.mul
-        return op.kind in ("first", "shared") and m[op.t] % 16 == 0 and pp.d[op.p] in (1, 3, 5) and m[op.p] >= 16
+        m, nr = pp.mul, _uvw_small.FUSED_COLUMNS[dtype]
+        return op.kind in ("first", "shared") and m[op.t] % nr == 0 and pp.d[op.p] in (1, 3, 5) and m[op.p] >= 16
 
     def _per_sample(self, pp: _Path, ops: list[_Op]) -> int:
         """Elements per sample of the largest intermediate of the ops of one path."""
@@ -745,7 +747,7 @@ class UVWSharedPlan:
         bounds = [i * Z // nworkers for i in range(nworkers + 1)]  # equal shares of the samples
         wss = [_POOL.acquire(dtype) for _ in range(nworkers)]
         use_c = not kernels_disabled() and _uvw_small.small_kernel_available()
-        fused = use_c and dtype == torch.float32 and _uvw_small.fused_available()
+        fused = use_c and _uvw_small.fused_available()
         for ws in wss:
             ws.use_c, ws.fused = use_c, fused
         try:
