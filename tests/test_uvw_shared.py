@@ -354,6 +354,27 @@ def test_equivariance(name, small_chunks):
     )
 
 
+def test_equivariance_through_fused_kernels(small_chunks, monkeypatch):
+    """Rotations and inversion in float64 with multiplicities that run the fused kernels (seen to run)."""
+    from euclidnet.kernels import _uvw_small
+
+    if not _uvw_small.fused_available():
+        pytest.skip("fused kernels need an AVX2/FMA build")
+    calls = _count_calls(monkeypatch, _uvw_small, ("fused_outer", "fused_first"))
+    tp = _fc("16x0e+8x1o+8x2e", "16x0e+8x1e", "8x0e+16x1o+8x1e+8x2o").to(F64)
+    x1, x2 = _inputs(tp, 9, F64)
+    assert_equivariant(
+        tp,
+        [tp.irreps_in1, tp.irreps_in2],
+        [tp.irreps_out],
+        (x1.detach(), x2.detach()),
+        atol=1e-10,
+        rtol=1e-10,
+        do_translation=False,
+    )
+    assert calls["fused_outer"] + calls["fused_first"] > 0, calls
+
+
 def test_inference_mode_with_workers(small_chunks):
     tp = DESCRIPTORS["workload_small"]().to(F64)
     x1, x2 = _inputs(tp, 50, F64)
